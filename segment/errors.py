@@ -1,0 +1,5 @@
+"""Exceptions for invalid datasets and inputs, each naming the file or value at fault."""
+
+
+class DataError(ValueError):
+    """A dataset, file or case is missing or invalid; the message names it and the fix."""

@@ -1,0 +1,129 @@
+"""The ``medaug`` command: ``medaug study run FILE``, ``medaug study report DIR``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from augment import StrategyError
+from segment.errors import DataError
+
+from .errors import SpecError
+
+app = typer.Typer(name="medaug", help="Measure which data augmentation helps medical image segmentation.", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+study_app = typer.Typer(help="Run augmentation ablation studies and report them.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+console = Console(stderr=True)
+
+# Errors that carry a complete, user-facing message: shown as one line, no traceback.
+USER_ERRORS = (DataError, SpecError, StrategyError)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
+    # Lightning and wandb announce hardware and tips on every run; keep the display to progress and results.
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "wandb"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", message=".*treespec.*")
+
+
+class _ProgressListener:
+    """Shows one bar for the runs of the study and one for the steps of the current run."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.runs_task = None
+        self.steps_task = None
+
+    def study_started(self, runs, finished) -> None:
+        self.runs_task = self.progress.add_task("runs", total=len(runs), completed=0)
+        if finished:
+            console.log(f"{len(finished)} of {len(runs)} runs already finished; skipping them")
+
+    def run_started(self, run, max_steps) -> None:
+        if self.steps_task is not None:
+            self.progress.remove_task(self.steps_task)
+        self.steps_task = self.progress.add_task(run.run_id, total=max_steps)
+
+    def run_step(self, run, step) -> None:
+        self.progress.update(self.steps_task, completed=step)
+
+    def run_finished(self, run, result) -> None:
+        self.progress.advance(self.runs_task)
+        if result.status == "failed":
+            console.log(f"[red]run {run.run_id} failed[/red]: {result.error}")
+        elif result.status == "finished":
+            console.log(f"run {run.run_id}: mean Dice {result.metrics['dice_mean']:.4f} in {result.metrics['wall_time_s']:.0f} s")
+
+
+@study_app.command("run")
+def run_command(
+    study_file: Annotated[str, typer.Argument(help="Study YAML file, or the name of a shipped study such as hippocampus-quick.")],
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder that contains the datasets; default: $MEDAUG_DATA.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for results; the study writes <output>/<study name>/.")] = Path("results"),
+    tracking: Annotated[Optional[str], typer.Option(help="Override the study's W&B mode: offline, online or disabled.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+) -> None:
+    """Train every run of a study that has not finished yet, then write its report."""
+    _configure_logging(verbose)
+    from .runner import run_study
+    from .spec import TrackingSpec, find_study_file, load_spec
+
+    spec = load_spec(study_file)
+    if tracking is not None:
+        if tracking not in ("offline", "online", "disabled"):
+            raise SpecError(f"--tracking must be offline, online or disabled, got {tracking!r}")
+        spec = spec.model_copy(update={"tracking": TrackingSpec(**{**spec.tracking.model_dump(), "mode": tracking})})
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console) as progress:
+        results = run_study(spec, study_path=find_study_file(study_file), data_root=data_root, output_dir=output, listener=_ProgressListener(progress))
+
+    study_dir = output / spec.name
+    console.log(f"report: {study_dir / 'report.md'}")
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        console.log(f"[red]{len(failed)} run(s) failed[/red]; see error.txt in their folders, then rerun to retry them")
+        raise typer.Exit(1)
+
+
+@study_app.command("report")
+def report_command(
+    study_dir: Annotated[Path, typer.Argument(help="Study results folder, e.g. results/hippocampus-quick.")],
+) -> None:
+    """Rebuild report.md, results.csv and dice.png from finished runs, without training."""
+    _configure_logging(False)
+    from .report import write_report
+
+    if not (study_dir / "study.json").is_file():
+        raise SpecError(f"{study_dir} is not a study results folder (no study.json); give the folder that `medaug study run` wrote")
+    path = write_report(study_dir)
+    console.log(f"report: {path}" if path else f"no finished runs in {study_dir}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app()
+    except USER_ERRORS as error:
+        console.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Study report: results table, per-case CSV and a plot, rebuilt from the run folders alone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segment import mean_over_cases
+
+from .files import atomic_write, write_csv, write_text
+
+logger = logging.getLogger(__name__)
+
+
+def collect_results(study_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Metrics of every finished run and one row per (run, case), read from ``study_dir``."""
+    runs, rows = [], []
+    for metrics_file in sorted(study_dir.glob("*/metrics.json")):
+        metrics = json.loads(metrics_file.read_text())
+        runs.append(metrics)
+        with open(metrics_file.parent / "per_case.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                rows.append({
+                    "run_id": metrics["run_id"],
+                    "strategy": metrics["strategy"],
+                    "train_fraction": metrics["train_fraction"],
+                    "fold": metrics["fold"],
+                    "seed": metrics["seed"],
+                    **{k: (v if k == "case_id" else float(v)) for k, v in row.items()},
+                })
+    return runs, rows
+
+
+def _case_means(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, float]]:
+    """Per (strategy, fraction): each case's Dice, averaged over seeds when there are several."""
+    grouped: dict[tuple[str, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        grouped[(row["strategy"], row["train_fraction"])][row["case_id"]].append(row["dice_mean"])
+    return {key: {case: float(np.mean(values)) for case, values in cases.items()} for key, cases in grouped.items()}
+
+
+def summarise(rows: list[dict[str, Any]], strategies: list[str], baseline: str) -> list[dict[str, Any]]:
+    """One row per (strategy, fraction): mean foreground Dice over cases, its spread, and the paired difference to the baseline."""
+    case_means = _case_means(rows)
+    fractions = sorted({fraction for _, fraction in case_means})
+    table = []
+    for fraction in fractions:
+        reference = case_means.get((baseline, fraction), {})
+        for strategy in strategies:
+            cases = case_means.get((strategy, fraction))
+            if not cases:
+                continue
+            mean, std, count = mean_over_cases(cases.values())
+            paired = [cases[c] - reference[c] for c in cases if c in reference]
+            difference = float(np.mean(paired)) if paired and strategy != baseline else None
+            table.append({"strategy": strategy, "train_fraction": fraction, "dice_mean": mean, "dice_std": std, "cases": count, "delta_vs_baseline": difference})
+    return table
+
+
+def _plot(case_means: dict[tuple[str, float], dict[str, float]], strategies: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fractions = sorted({fraction for _, fraction in case_means})
+    figure, axes = plt.subplots(1, len(fractions), figsize=(1.6 + 1.4 * len(strategies) * len(fractions), 3.6), squeeze=False, sharey=True)
+    for axis, fraction in zip(axes[0], fractions):
+        present = [s for s in strategies if (s, fraction) in case_means]
+        data = [list(case_means[(s, fraction)].values()) for s in present]
+        axis.boxplot(data, showmeans=True)
+        axis.set_xticks(range(1, len(present) + 1), present, rotation=20)
+        axis.set_title(f"training fraction {fraction:g}")
+        axis.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("foreground Dice per case")
+    figure.tight_layout()
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=110), binary=True)
+    plt.close(figure)
+
+
+def write_report(study_dir: Path) -> Path | None:
+    """Write ``report.md``, ``results.csv`` and ``dice.png`` for the finished runs in ``study_dir``."""
+    study = json.loads((study_dir / "study.json").read_text())
+    strategies = study["strategies"]
+    baseline = study.get("baseline") or strategies[0]
+    runs, rows = collect_results(study_dir)
+    if not runs:
+        logger.warning("no finished runs in %s; no report written", study_dir)
+        return None
+
+    write_csv(study_dir / "results.csv", rows)
+    table = summarise(rows, strategies, baseline)
+    _plot(_case_means(rows), strategies, study_dir / "dice.png")
+
+    lines = [
+        f"# Study `{study['name']}`",
+        "",
+        f"Dataset `{study['dataset']['name']}`, folds {study['folds']}, seeds {study['seeds']}, "
+        f"{study['training']['max_steps']} training steps per run. Baseline: `{baseline}`.",
+        "",
+        "Mean foreground Dice over validation cases (each case averaged over seeds first); "
+        "the difference to the baseline is the mean of per-case differences.",
+        "",
+        "| strategy | training fraction | mean Dice | std | cases | Δ vs baseline |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in table:
+        delta = "—" if row["delta_vs_baseline"] is None else f"{row['delta_vs_baseline']:+.4f}"
+        lines.append(f"| {row['strategy']} | {row['train_fraction']:g} | {row['dice_mean']:.4f} | {row['dice_std']:.4f} | {row['cases']} | {delta} |")
+    lines += ["", "![Dice per case](dice.png)", "", "## Runs", "", "| run | train cases | val cases | steps | mean Dice | wall time (s) |", "|---|---|---|---|---|---|"]
+    for metrics in runs:
+        lines.append(
+            f"| `{metrics['run_id']}` | {metrics['train_cases']} | {metrics['val_cases']} | {metrics['steps']} | "
+            f"{metrics['dice_mean']:.4f} | {metrics.get('wall_time_s', float('nan')):.0f} |"
+        )
+    expected = len(study["strategies"]) * len(study["train_fractions"]) * len(study["folds"]) * len(study["seeds"])
+    if len(runs) < expected:
+        lines += ["", f"NOTE: only {len(runs)} of {expected} runs have finished; rerun the study to complete it."]
+    path = study_dir / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,247 @@
+"""Run every training run of a study, skipping finished ones, and record their results.
+
+Layout of ``<output>/<study>/``::
+
+    study.json              the validated study file, resolved
+    <run id>/config.json    resolved run configuration and its case lists
+    <run id>/model.pt       network weights and hyperparameters (loads with weights_only=True)
+    <run id>/per_case.csv   validation Dice per case and class
+    <run id>/metrics.json   summary; written last, so its presence marks a finished run
+    <run id>/wandb/         the W&B run files (offline mode)
+    report.md, results.csv, dice.png
+
+A run folder without ``metrics.json`` is left over from an interrupted run; it is
+removed and the run trains again from the start.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from segment import SegmentationDataModule, SegmentationModule, mean_over_cases
+from segment.data import MSDDataset, kfold_split, nnunet_split, resolve_data_root, training_subset
+from segment.errors import DataError
+
+from .files import atomic_write, write_csv, write_json
+from .report import write_report
+from .spec import RunSpec, StudySpec, expand_runs
+from .tracking import finish_wandb, make_wandb_logger
+
+logger = logging.getLogger(__name__)
+
+COMPLETION_MARKER = "metrics.json"
+
+
+class StudyListener:
+    """Receives progress events from ``run_study``; the default ignores them."""
+
+    def study_started(self, runs: list[RunSpec], finished: set[str]) -> None: ...
+
+    def run_started(self, run: RunSpec, max_steps: int) -> None: ...
+
+    def run_step(self, run: RunSpec, step: int) -> None: ...
+
+    def run_finished(self, run: RunSpec, result: RunResult) -> None: ...
+
+
+@dataclass
+class RunResult:
+    run: RunSpec
+    status: str  # "finished", "skipped" (finished earlier) or "failed"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class _StepCallback(L.Callback):
+    def __init__(self, listener: StudyListener, run: RunSpec) -> None:
+        self.listener = listener
+        self.run = run
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.listener.run_step(self.run, trainer.global_step)
+
+
+def dataset_folder(spec: StudySpec, data_root: str | Path | None) -> Path:
+    """Folder of the study's dataset: ``dataset.path`` if set, else ``<data root>/<dataset.name>``."""
+    if spec.dataset.path is not None:
+        folder = Path(spec.dataset.path)
+    else:
+        folder = resolve_data_root(data_root) / spec.dataset.name
+    if not folder.is_dir():
+        raise DataError(f"dataset folder not found: {folder}; check dataset.name in the study file and the data root (--data-root or MEDAUG_DATA)")
+    return folder
+
+
+def make_splits(spec: StudySpec, case_ids: list[str]) -> list[dict[str, list[str]]]:
+    if spec.split.scheme == "nnunet":
+        return nnunet_split(case_ids, spec.split.splits_file)
+    return kfold_split(case_ids, folds=spec.split.folds, seed=spec.split.seed)
+
+
+def run_cases(spec: StudySpec, run: RunSpec, splits: list[dict[str, list[str]]]) -> tuple[list[str], list[str]]:
+    """Training and validation case ids of one run.
+
+    The training subset depends on the split seed and fold only, so every
+    strategy and seed of a fold trains on the same cases and results pair up.
+    """
+    fold = splits[run.fold]
+    train = training_subset(fold["train"], run.train_fraction, seed=spec.split.seed + run.fold)
+    return train, fold["val"]
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / COMPLETION_MARKER).is_file()
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    study_path: Path | None = None,
+    data_root: str | Path | None = None,
+    output_dir: str | Path = "results",
+    listener: StudyListener | None = None,
+) -> list[RunResult]:
+    """Train every unfinished run of ``spec`` and write the study report.
+
+    All cases the study needs are loaded and checked before the first run, so
+    a bad file stops the study before any training. A run that fails is
+    recorded in ``<run id>/error.txt`` and the study goes on with the next one.
+    """
+    listener = listener or StudyListener()
+    study_dir = Path(output_dir) / spec.name
+    runs = expand_runs(spec, study_path)
+
+    dataset = MSDDataset(dataset_folder(spec, data_root))
+    splits = make_splits(spec, [c.case_id for c in dataset.cases])
+    needed = sorted({case for run in runs for part in run_cases(spec, run, splits) for case in part})
+    logger.info("loading %d cases of %s", len(needed), dataset.folder)
+    cases = {case_id: dataset.load(case_id) for case_id in needed}
+
+    write_json(study_dir / "study.json", spec.model_dump())
+    finished = {run.run_id for run in runs if is_finished(study_dir / run.run_id)}
+    listener.study_started(runs, finished)
+
+    results = []
+    for run in runs:
+        run_dir = study_dir / run.run_id
+        if run.run_id in finished:
+            result = RunResult(run, "skipped", _read_metrics(run_dir))
+        else:
+            result = _train_safely(spec, run, run_dir, dataset, splits, cases, listener)
+        results.append(result)
+        listener.run_finished(run, result)
+
+    write_report(study_dir)
+    return results
+
+
+def _read_metrics(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((run_dir / COMPLETION_MARKER).read_text())
+
+
+def _train_safely(spec, run, run_dir, dataset, splits, cases, listener) -> RunResult:
+    if run_dir.exists():
+        logger.warning("removing unfinished run folder %s and training the run again", run_dir)
+        shutil.rmtree(run_dir)
+    try:
+        metrics = train_run(spec, run, run_dir, dataset, splits, cases, listener)
+    except (KeyboardInterrupt, DataError):
+        raise
+    except Exception as error:  # noqa: BLE001 - one failed run must not stop the study
+        logger.error("run %s failed: %s", run.run_id, error)
+        atomic_write(run_dir / "error.txt", lambda handle: handle.write(traceback.format_exc()))
+        return RunResult(run, "failed", error=f"{type(error).__name__}: {error}")
+    return RunResult(run, "finished", metrics)
+
+
+def train_run(spec, run, run_dir: Path, dataset: MSDDataset, splits, cases, listener: StudyListener) -> dict[str, Any]:
+    """Train and validate one run, writing its folder; returns the run's metrics."""
+    started = time.perf_counter()
+    train_ids, val_ids = run_cases(spec, run, splits)
+    training = spec.training
+    if training.threads:
+        torch.set_num_threads(training.threads)
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / "config.json", {"run_id": run.run_id, **run.config, "train_cases": train_ids, "val_cases": val_ids})
+
+    # Seeds the network initialisation; augmentation and patches use their own derived seeds.
+    L.seed_everything(run.seed, workers=True, verbose=False)
+    foreground_names = [dataset.classes[c] for c in range(1, dataset.num_classes) if c in dataset.classes]
+    module = SegmentationModule(
+        in_channels=cases[train_ids[0]].image.shape[0],
+        num_classes=dataset.num_classes,
+        class_names=foreground_names,
+        model=run.config["model"],
+        augmentation=run.config["strategy_config"],
+        learning_rate=training.learning_rate,
+        max_steps=training.max_steps,
+        seed=run.seed,
+    )
+    datamodule = SegmentationDataModule(
+        [cases[c] for c in train_ids],
+        [cases[c] for c in val_ids],
+        patch_size=training.patch_size,
+        batch_size=training.batch_size,
+        max_steps=training.max_steps,
+        seed=run.seed,
+    )
+    wandb_logger = make_wandb_logger(spec.tracking, study=spec.name, run_id=run.run_id, run_dir=run_dir, config=run.config)
+    trainer = L.Trainer(
+        accelerator="auto",
+        devices=1,
+        max_steps=training.max_steps,
+        val_check_interval=training.val_every_steps or training.max_steps,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=wandb_logger if wandb_logger is not None else False,
+        log_every_n_steps=min(10, training.max_steps),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[_StepCallback(listener, run)],
+    )
+    listener.run_started(run, training.max_steps)
+    trainer.fit(module, datamodule=datamodule)
+    if module.validated_at_step != trainer.global_step:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+
+    per_case = module.validation_results
+    metrics = _summarise(run, per_case, foreground_names, len(train_ids), trainer.global_step)
+    metrics["wall_time_s"] = round(time.perf_counter() - started, 1)
+
+    checkpoint = {"state_dict": module.net.state_dict(), "hyper_parameters": dict(module.hparams), "run_id": run.run_id}
+    atomic_write(run_dir / "model.pt", lambda handle: torch.save(checkpoint, handle), binary=True)
+    write_csv(run_dir / "per_case.csv", per_case)
+    metrics["wandb_dir"] = finish_wandb(wandb_logger, per_case=per_case, summary={k: v for k, v in metrics.items() if k.startswith("dice")})
+    write_json(run_dir / COMPLETION_MARKER, metrics)
+    return metrics
+
+
+def _summarise(run: RunSpec, per_case: list[dict[str, Any]], class_names: list[str], n_train: int, steps: int) -> dict[str, Any]:
+    mean, std, count = mean_over_cases([row["dice_mean"] for row in per_case])
+    metrics: dict[str, Any] = {
+        "run_id": run.run_id,
+        "strategy": run.strategy,
+        "train_fraction": run.train_fraction,
+        "fold": run.fold,
+        "seed": run.seed,
+        "train_cases": n_train,
+        "val_cases": count,
+        "steps": steps,
+        "dice_mean": mean,
+        "dice_std": std,
+    }
+    for index, name in enumerate(class_names, start=1):
+        metrics[f"dice_{name}"] = mean_over_cases([row[f"dice_{index}"] for row in per_case])[0]
+    return metrics

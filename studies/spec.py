@@ -1,0 +1,264 @@
+"""Study files: schema, validation with errors that name the key, and expansion into runs."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from augment import StrategyError, build_strategy, strategy_config
+from segment.models import MODELS
+
+from .errors import SpecError
+
+PACKAGED_STUDIES = Path(__file__).parent
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    """Which dataset: a folder name under the data root, or an explicit path."""
+
+    name: str = Field(min_length=1)
+    path: str | None = None
+
+
+class SplitSpec(_Strict):
+    """Case-level cross-validation: ``kfold`` from a seed, or nnU-Net v2's five folds."""
+
+    scheme: Literal["kfold", "nnunet"] = "kfold"
+    folds: int = Field(5, ge=2)
+    seed: int = Field(12345, ge=0)
+    splits_file: str | None = None
+
+
+class ModelSpec(_Strict):
+    name: str = "unet"
+    features: list[int] = Field(default_factory=lambda: [8, 16, 32, 64], min_length=2)
+    norm: Literal["instance", "batch", "none"] = "instance"
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+        return name
+
+    @field_validator("features")
+    @classmethod
+    def _positive(cls, features: list[int]) -> list[int]:
+        if any(f < 1 for f in features):
+            raise ValueError(f"channel counts must be positive, got {features}")
+        return features
+
+
+class TrainingSpec(_Strict):
+    """Training budget and optimisation; steps are optimiser steps."""
+
+    max_steps: int = Field(gt=0)
+    batch_size: int = Field(8, gt=0)
+    patch_size: list[int] = Field(min_length=2, max_length=3)
+    learning_rate: float = Field(3e-3, gt=0)
+    val_every_steps: int | None = Field(None, gt=0)
+    threads: int | None = Field(None, gt=0, description="torch CPU threads per run; default: all cores")
+
+
+class TrackingSpec(_Strict):
+    """Weights & Biases: ``offline`` writes run files to sync later, ``online`` uploads, ``disabled`` writes nothing."""
+
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "medaug"
+    entity: str | None = None
+
+
+class StudySpec(_Strict):
+    """A study: dataset x strategies x training fractions x folds x seeds."""
+
+    name: str
+    dataset: DatasetSpec
+    split: SplitSpec = SplitSpec()
+    strategies: list[str] = Field(min_length=1)
+    baseline: str | None = None
+    train_fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    model: ModelSpec = ModelSpec()
+    training: TrainingSpec
+    tracking: TrackingSpec = TrackingSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"name must be letters, digits, '.', '_' or '-' (it becomes a folder name), got {name!r}")
+        return name
+
+    @field_validator("train_fractions")
+    @classmethod
+    def _fractions(cls, fractions: list[float]) -> list[float]:
+        for fraction in fractions:
+            if not 0.0 < fraction <= 1.0:
+                raise ValueError(f"every training fraction must be in (0, 1], got {fraction}")
+        return fractions
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if any(seed < 0 for seed in seeds):
+            raise ValueError(f"seeds must be non-negative, got {seeds}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        for key in ("strategies", "train_fractions", "folds", "seeds"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} lists a value twice: {values}")
+        for fold in self.folds:
+            if not 0 <= fold < self.split.folds:
+                raise ValueError(f"folds: fold {fold} does not exist with split.folds = {self.split.folds}")
+        if self.baseline is not None and self.baseline not in self.strategies:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the strategies {self.strategies}")
+        if self.split.scheme == "nnunet" and self.split.folds != 5:
+            raise ValueError("split.folds must be 5 with scheme 'nnunet'")
+        return self
+
+    @property
+    def baseline_strategy(self) -> str:
+        return self.baseline or self.strategies[0]
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) if not isinstance(part, int) else f"[{part}]" for part in loc).replace(".[", "[")
+
+
+def _suggestion(loc: tuple[Any, ...]) -> str:
+    """Closest valid key for a misspelled one, found by walking the schema along ``loc``."""
+    model: Any = StudySpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return ""
+        model = field.annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = tuple(first["loc"])
+    key = _location(loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"study file {path}: unknown key {key!r}{_suggestion(loc)}"
+    if first["type"] == "missing":
+        return f"study file {path}: missing required key {key!r}"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {error.error_count() - 1} more problems)" if error.error_count() > 1 else ""
+    return f"study file {path}: invalid value for {key!r}: {message}{more}"
+
+
+def find_study_file(name_or_path: str | Path) -> Path:
+    """Return the path of a study file, accepting the name of a study shipped with medaug."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_STUDIES / f"{name_or_path}.yaml"
+    if packaged.is_file():
+        return packaged
+    shipped = sorted(p.stem for p in PACKAGED_STUDIES.glob("*.yaml"))
+    raise SpecError(f"study file not found: {path}; give a path or one of the shipped studies {shipped}")
+
+
+def load_spec(name_or_path: str | Path) -> StudySpec:
+    """Read and fully validate a study file, strategies included, before anything runs.
+
+    Raises:
+        SpecError: naming the file and the key at fault.
+    """
+    path = find_study_file(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"study file {path} is not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise SpecError(f"study file {path} must contain a mapping of keys such as name, dataset, strategies, training")
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(_format_validation_error(path, error)) from error
+
+    for position, strategy in enumerate(spec.strategies):
+        try:
+            build_strategy(_strategy_reference(strategy, path))
+        except StrategyError as error:
+            raise SpecError(f"study file {path}: strategies[{position}]: {error}") from error
+    if len(spec.training.patch_size) != 3:
+        # NOTE: the training path is 3D only for now; 2D studies need a 2D dataset reader.
+        raise SpecError(f"study file {path}: training.patch_size must have 3 sizes for a 3D dataset, got {spec.training.patch_size}")
+    return spec.model_copy(update={"dataset": _anchor_dataset(spec.dataset, path)})
+
+
+def _strategy_reference(strategy: str, study_path: Path) -> str:
+    """Strategy YAML files are found relative to the study file; preset names pass through."""
+    if strategy.endswith((".yaml", ".yml")) and not Path(strategy).is_absolute():
+        return str(study_path.parent / strategy)
+    return strategy
+
+
+def _anchor_dataset(dataset: DatasetSpec, study_path: Path) -> DatasetSpec:
+    if dataset.path is None or Path(dataset.path).is_absolute():
+        return dataset
+    return dataset.model_copy(update={"path": str((study_path.parent / dataset.path).resolve())})
+
+
+class RunSpec(BaseModel):
+    """One training run of a study, with the configuration its id is derived from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    strategy: str
+    train_fraction: float
+    fold: int
+    seed: int
+    config: dict[str, Any]
+
+
+def expand_runs(spec: StudySpec, study_path: Path | None = None) -> list[RunSpec]:
+    """Every (strategy, fraction, fold, seed) combination, with a stable run id.
+
+    The id ends with a hash of the resolved configuration (strategy parameters,
+    split, model, training), so editing any of those gives new runs while
+    reruns of the same file find the runs they already finished. Tracking
+    settings and the study name are left out of the hash: they do not change results.
+    """
+    anchor = study_path or Path(".")
+    runs = []
+    for strategy, fraction, fold, seed in itertools.product(spec.strategies, spec.train_fractions, spec.folds, spec.seeds):
+        config = {
+            "dataset": spec.dataset.name,
+            "split": spec.split.model_dump(),
+            "strategy": strategy,
+            "strategy_config": strategy_config(_strategy_reference(strategy, anchor)),
+            "train_fraction": fraction,
+            "fold": fold,
+            "seed": seed,
+            "model": spec.model.model_dump(),
+            "training": spec.training.model_dump(exclude={"threads"}),
+        }
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(strategy).stem if strategy.endswith((".yaml", ".yml")) else strategy)
+        run_id = f"{label}-frac{fraction:g}-fold{fold}-seed{seed}-{digest}"
+        runs.append(RunSpec(run_id=run_id, strategy=strategy, train_fraction=fraction, fold=fold, seed=seed, config=config))
+    return runs
