@@ -19,7 +19,8 @@ class Pipeline:
 
     A batch is a mapping with ``image`` ``(B, C, *S)`` float, optionally
     ``label`` ``(B, 1, *S)`` integer and ``spacing`` ``(B, D)`` in millimetres
-    (1 mm when absent). Other keys pass through unchanged.
+    (1 mm when absent). Integer images are returned as float32. Other keys pass
+    through unchanged.
 
     Args:
         spatial: transforms in the order they act on the anatomy.
@@ -77,9 +78,14 @@ class Pipeline:
     def apply(self, batch: Mapping[str, Any], params: Sequence[Mapping[str, Tensor]]) -> Batch:
         """Apply recorded parameters to ``batch``; the same parameters give the same output."""
         out = dict(batch)
+        image = batch["image"]
+        # Integer images become float32 whether or not a transform runs, so every strategy
+        # returns the same image dtype.
+        if not image.is_floating_point():
+            image = image.to(torch.float32)
+            out["image"] = image
         if not self.spatial:
             return out
-        image = batch["image"]
         label = batch.get("label")
         shape = tuple(image.shape[2:])
         forward = self.forward_matrices(params, image.shape[0], len(shape))
@@ -90,8 +96,6 @@ class Pipeline:
             if field is not None:
                 displacement = field if displacement is None else displacement + field
 
-        if not image.is_floating_point():
-            image = image.to(torch.float32)
         out["image"], out["label"] = warp(
             image,
             label,

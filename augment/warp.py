@@ -101,12 +101,14 @@ def _index_copy(tensor: Tensor, linear: Tensor, offset: Tensor, fill: Tensor | f
     """Gather one sample ``(C, *S)`` through an integer voxel map.
 
     Voxels mapped from outside the field of view get ``fill``, or repeat the
-    nearest border voxel when ``fill`` is ``None``.
+    nearest border voxel when ``fill`` is ``None``. Along an axis of size one
+    every index maps onto its only voxel, as ``grid_sample`` does in the
+    resampled path, so a translation along that axis never empties the slice.
     """
     shape = tuple(tensor.shape[1:])
     in_index = _source_indices(shape, linear, offset, tensor.device)
     sizes = torch.tensor(shape, device=tensor.device)
-    inside = ((in_index >= 0) & (in_index < sizes)).all(dim=1)
+    inside = (((in_index >= 0) & (in_index < sizes)) | (sizes == 1)).all(dim=1)
     clamped = torch.minimum(in_index.clamp(min=0), sizes - 1)
 
     flat = tensor.reshape(tensor.shape[0], -1)

@@ -6,8 +6,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _target_indices(target: Tensor) -> Tensor:
-    return target[:, 0] if target.ndim > 2 and target.shape[1] == 1 else target
+def _target_indices(target: Tensor, logits: Tensor) -> Tensor:
+    """Return the ``(B, *S)`` class indices of a ``(B, 1, *S)`` or ``(B, *S)`` target.
+
+    The layout is told apart by comparing dimensions with the logits, because a
+    ``(B, *S)`` target whose first spatial size is 1 looks like ``(B, 1, *S)``.
+    """
+    if target.ndim != logits.ndim:
+        return target
+    if target.shape[1] != 1:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} has {target.shape[1]} channels; "
+            "expected class indices of shape (B, 1, *S) or (B, *S), not one-hot"
+        )
+    return target[:, 0]
 
 
 class DiceLoss(nn.Module):
@@ -24,7 +36,7 @@ class DiceLoss(nn.Module):
         self.smooth = smooth
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        target = _target_indices(target).long()
+        target = _target_indices(target, logits).long()
         probabilities = logits.softmax(dim=1)
         onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1).to(probabilities.dtype)
         if not self.include_background:
@@ -46,7 +58,7 @@ class DiceCELoss(nn.Module):
         self.ce_weight = ce_weight
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        indices = _target_indices(target).long()
+        indices = _target_indices(target, logits).long()
         return self.dice_weight * self.dice(logits, indices) + self.ce_weight * F.cross_entropy(logits, indices)
 
 

@@ -113,8 +113,20 @@ def write_report(study_dir: Path) -> Path | None:
     for row in table:
         delta = "—" if row["delta_vs_baseline"] is None else f"{row['delta_vs_baseline']:+.4f}"
         lines.append(f"| {row['strategy']} | {row['train_fraction']:g} | {row['dice_mean']:.4f} | {row['dice_std']:.4f} | {row['cases']} | {delta} |")
-    lines += ["", "![Dice per case](dice.png)", "", "## Runs", "", "| run | train cases | val cases | steps | mean Dice | wall time (s) |", "|---|---|---|---|---|---|"]
-    for metrics in runs:
+    total_time = sum(m.get("wall_time_s", 0.0) for m in runs)
+    lines += [
+        "",
+        "![Dice per case](dice.png)",
+        "",
+        "## Runs",
+        "",
+        f"Training and validation took {total_time / 60:.1f} minutes in all, on {runs[0].get('machine', 'an unrecorded machine')}.",
+        "",
+        "| run | train cases | val cases | steps | mean Dice | wall time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    order = {s: i for i, s in enumerate(strategies)}
+    for metrics in sorted(runs, key=lambda m: (order.get(m["strategy"], len(order)), m["train_fraction"], m["fold"], m["seed"])):
         lines.append(
             f"| `{metrics['run_id']}` | {metrics['train_cases']} | {metrics['val_cases']} | {metrics['steps']} | "
             f"{metrics['dice_mean']:.4f} | {metrics.get('wall_time_s', float('nan')):.0f} |"

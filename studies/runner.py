@@ -17,6 +17,8 @@ removed and the run trains again from the start.
 from __future__ import annotations
 
 import logging
+import os
+import platform
 import shutil
 import time
 import traceback
@@ -219,6 +221,7 @@ def train_run(spec, run, run_dir: Path, dataset: MSDDataset, splits, cases, list
     per_case = module.validation_results
     metrics = _summarise(run, per_case, foreground_names, len(train_ids), trainer.global_step)
     metrics["wall_time_s"] = round(time.perf_counter() - started, 1)
+    metrics["machine"] = describe_machine()
 
     checkpoint = {"state_dict": module.net.state_dict(), "hyper_parameters": dict(module.hparams), "run_id": run.run_id}
     atomic_write(run_dir / "model.pt", lambda handle: torch.save(checkpoint, handle), binary=True)
@@ -226,6 +229,15 @@ def train_run(spec, run, run_dir: Path, dataset: MSDDataset, splits, cases, list
     metrics["wandb_dir"] = finish_wandb(wandb_logger, per_case=per_case, summary={k: v for k, v in metrics.items() if k.startswith("dice")})
     write_json(run_dir / COMPLETION_MARKER, metrics)
     return metrics
+
+
+def describe_machine() -> str:
+    """Device, CPU threads and versions, for reports next to wall times."""
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+    else:
+        device = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"{device}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def _summarise(run: RunSpec, per_case: list[dict[str, Any]], class_names: list[str], n_train: int, steps: int) -> dict[str, Any]:

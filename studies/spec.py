@@ -130,7 +130,19 @@ class StudySpec(_Strict):
             raise ValueError(f"baseline {self.baseline!r} is not one of the strategies {self.strategies}")
         if self.split.scheme == "nnunet" and self.split.folds != 5:
             raise ValueError("split.folds must be 5 with scheme 'nnunet'")
+        self._check_patch_size()
         return self
+
+    def _check_patch_size(self) -> None:
+        levels = len(self.model.features)
+        divisor = 2 ** (levels - 1)
+        patch = self.training.patch_size
+        if any(size % divisor for size in patch):
+            raise ValueError(f"training.patch_size {patch} must be multiples of {divisor} for a U-Net with {levels} levels")
+        bottleneck = [size // divisor for size in patch]
+        if self.model.norm == "instance" and all(size == 1 for size in bottleneck):
+            # Instance norm needs more than one voxel per channel at the deepest level.
+            raise ValueError(f"training.patch_size {patch} leaves a 1-voxel bottleneck after {levels - 1} downsamplings; use a larger patch or fewer levels")
 
     @property
     def baseline_strategy(self) -> str:
@@ -156,7 +168,9 @@ def _suggestion(loc: tuple[Any, ...]) -> str:
 
 
 def _format_validation_error(path: Path, error: ValidationError) -> str:
-    first = error.errors()[0]
+    errors = error.errors()
+    # A misspelled key also shows up as the correct key missing; report the misspelling.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(first["loc"])
     key = _location(loc) or "(top level)"
     if first["type"] == "extra_forbidden":

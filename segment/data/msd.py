@@ -134,7 +134,7 @@ class MSDDataset:
                     raise DataError(f"{manifest}: training[{position}] must have 'image' and 'label' entries")
                 image = self._inside(entry["image"], manifest)
                 label = self._inside(entry["label"], manifest) if entry.get("label") else None
-                cases.append(CaseFiles(_case_id(image, ".nii.gz"), self._channel_files(image), label))
+                cases.append(CaseFiles(_case_id(image, ".nii.gz"), self._channel_files(image, manifest), label))
         else:
             cases = self._scan_nnunet_raw(manifest)
         ids = [c.case_id for c in cases]
@@ -143,13 +143,22 @@ class MSDDataset:
             raise DataError(f"{manifest}: case ids appear more than once: {duplicates[:5]}")
         return sorted(cases, key=lambda c: c.case_id)
 
-    def _channel_files(self, image: Path) -> tuple[Path, ...]:
+    def _channel_files(self, image: Path, manifest: Path) -> tuple[Path, ...]:
         # MSD lists "imagesTr/case.nii.gz" while the files on disk may be the
         # nnU-Net-converted "case_0000.nii.gz", "case_0001.nii.gz", ...
         if image.exists():
             return (image,)
         stem = _case_id(image, ".nii.gz")
         channels = sorted(image.parent.glob(f"{stem}_[0-9][0-9][0-9][0-9].nii.gz"))
+        # The channel files replace a path listed in dataset.json, so they
+        # must stay inside the folder too, also after following symbolic links.
+        root = self.folder.resolve()
+        for channel in channels:
+            if not channel.resolve().is_relative_to(root):
+                raise DataError(
+                    f"{manifest}: channel file {channel} of {image.name} resolves to {channel.resolve()}, "
+                    f"outside the dataset folder {self.folder}; paths must stay inside it"
+                )
         return tuple(channels) if channels else (image,)
 
     def _scan_nnunet_raw(self, manifest: Path) -> list[CaseFiles]:
@@ -168,6 +177,10 @@ class MSDDataset:
                 return case
         raise DataError(f"case {case_id!r} is not in {self.folder / 'dataset.json'}")
 
+    def _require_file(self, path: Path, case_id: str) -> None:
+        if not path.is_file():
+            raise DataError(f"file of case {case_id!r} not found: {path}; restore the file or remove the case from the dataset {self.folder}")
+
     def load(self, case_id: str, *, normalize: bool = True) -> Case:
         """Load one case, check image against label, and normalise the image.
 
@@ -180,7 +193,10 @@ class MSDDataset:
         channels = []
         affine = None
         for path in files.images:
+            self._require_file(path, case_id)
             array, file_affine = load_nifti(path)
+            if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+                raise DataError(f"image {path} contains NaN or infinite voxels; fix or remove the case {case_id}")
             if array.ndim == self.spatial_dims + 1:
                 # MSD stores several modalities as a trailing axis; medaug is channel-first.
                 channels.extend(np.moveaxis(array, -1, 0))
@@ -190,11 +206,10 @@ class MSDDataset:
                 raise DataError(f"image {path} has {array.ndim} dimensions, expected a {self.spatial_dims}D volume")
             affine = file_affine if affine is None else affine
         image = np.stack(channels)
-        if not np.issubdtype(image.dtype, np.number) or not np.all(np.isfinite(image)):
-            raise DataError(f"image {files.images[0]} contains NaN or infinite voxels; fix or remove the case {case_id}")
 
         label = None
         if files.label is not None:
+            self._require_file(files.label, case_id)
             raw_label, label_affine = load_nifti(files.label)
             if raw_label.shape != image.shape[1:]:
                 raise DataError(
