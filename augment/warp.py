@@ -11,6 +11,7 @@ their values are bit-exact; every other sample is resampled with one
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -192,7 +193,11 @@ def warp(
         reversed_axes = list(reversed(range(ndim)))
         theta_xyz = theta[resampled][:, reversed_axes][:, :, reversed_axes + [ndim]]
         size = (len(resampled), 1) + shape
-        grid = F.affine_grid(theta_xyz.to(image.dtype).to(image.device), size, align_corners=True)
+        with warnings.catch_warnings():
+            # torch warns on every size-1 axis that such grids changed in 1.3; the
+            # current behaviour (every position maps onto the only voxel) is intended.
+            warnings.filterwarnings("ignore", message=".*unit-size grids.*")
+            grid = F.affine_grid(theta_xyz.to(image.dtype).to(image.device), size, align_corners=True)
         if displacement is not None:
             unit = (spacing[resampled].to(torch.float64) * _half_extent(shape)).to(image.device)
             normalised = displacement.index_select(0, index).to(image.dtype) / unit.to(image.dtype).view(-1, ndim, *(1,) * ndim)

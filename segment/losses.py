@@ -9,8 +9,9 @@ from torch import Tensor, nn
 def _target_indices(target: Tensor, logits: Tensor) -> Tensor:
     """Return the ``(B, *S)`` class indices of a ``(B, 1, *S)`` or ``(B, *S)`` target.
 
-    The layout is told apart by comparing dimensions with the logits, because a
-    ``(B, *S)`` target whose first spatial size is 1 looks like ``(B, 1, *S)``.
+    The layout is determined by comparing the number of dimensions with the
+    logits, because a ``(B, *S)`` target whose first spatial size is 1 has the
+    shape of a ``(B, 1, *S)`` target.
     """
     if target.ndim != logits.ndim:
         return target

@@ -27,6 +27,13 @@ def make_wandb_logger(tracking: TrackingSpec, *, study: str, run_id: str, run_di
     # Keep wandb's own console output and its stored console log out of the CLI display.
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
+    if tracking.mode == "offline":
+        # wandb 0.31 starts its usage telemetry (an OpenTelemetry exporter that posts
+        # to W&B's servers) from the process-wide settings, not from the run's
+        # mode=offline, and reports crashes to Sentry; both stay off only when the
+        # whole process is offline.
+        os.environ["WANDB_MODE"] = "offline"
+        os.environ["WANDB_ERROR_REPORTING"] = "false"
     run_dir.mkdir(parents=True, exist_ok=True)
     return WandbLogger(
         project=tracking.project,

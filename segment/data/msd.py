@@ -157,7 +157,7 @@ class MSDDataset:
             if not channel.resolve().is_relative_to(root):
                 raise DataError(
                     f"{manifest}: channel file {channel} of {image.name} resolves to {channel.resolve()}, "
-                    f"outside the dataset folder {self.folder}; paths must stay inside it"
+                    f"outside the dataset folder {self.folder}; copy the file into the folder instead of linking to it"
                 )
         return tuple(channels) if channels else (image,)
 
@@ -179,7 +179,7 @@ class MSDDataset:
 
     def _require_file(self, path: Path, case_id: str) -> None:
         if not path.is_file():
-            raise DataError(f"file of case {case_id!r} not found: {path}; restore the file or remove the case from the dataset {self.folder}")
+            raise DataError(f"file not found: {path} (case {case_id!r}); restore the file or remove the case from the dataset {self.folder}")
 
     def load(self, case_id: str, *, normalize: bool = True) -> Case:
         """Load one case, check image against label, and normalise the image.

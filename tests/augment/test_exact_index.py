@@ -26,7 +26,7 @@ def flip_and_rot90_transforms() -> list:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_flip_rot90_translation_keeps_label_equal_to_image_mod_3(seed):
+def test_index_transforms_keep_label_mod_3(seed):
     batch = make_index_batch()
     # translation=(1, 1) is the range [1 mm, 1 mm], so every sample moves by exactly one voxel per axis.
     pipeline = Pipeline(flip_and_rot90_transforms() + [RandomAffine(translation=(1, 1), p=1.0)])
@@ -39,7 +39,7 @@ def test_flip_rot90_translation_keeps_label_equal_to_image_mod_3(seed):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_random_whole_voxel_translation_keeps_label_equal_to_image_mod_3(seed):
+def test_random_voxel_shift_keeps_label_mod_3(seed):
     batch = make_index_batch()
     pipeline = Pipeline(flip_and_rot90_transforms() + [RandomAffine(p=1.0)])
     generator = derive_generator(seed)

@@ -59,7 +59,7 @@ def make_coordinate_batch(seed: int) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("seed", range(8))
 def test_nonrigid_image_and_label_share_sampling_map(seed):
     # Linear interpolation of a coordinate ramp returns the sampling position itself, so
-    # the warped image tells where each output voxel sampled the input. The nearest
+    # the warped image gives where each output voxel sampled the input. The nearest
     # neighbour label must then be the input label at that position, rounded.
     config = strategy_config("nonrigid")
     config["image_padding"] = "border"

@@ -2,7 +2,7 @@
 
 Every row of the label map is ``[1, 1, 3, 3, 9, 9]``. Linear interpolation between
 neighbouring classes would create 2 (between 1 and 3), 5 (between 1 and 9) or
-6 (between 3 and 9), so those values must never appear, and voxels sampled from
+6 (between 3 and 9), so those values must never appear. Voxels sampled from
 outside the field of view must be background 0.
 """
 

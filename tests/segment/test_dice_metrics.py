@@ -113,7 +113,7 @@ def test_mean_over_cases_not_pooled():
 
 
 class _LabelEchoNet(nn.Module):
-    """Return one-hot logits of the input, which holds the predicted label map as floats."""
+    """Return one-hot logits of the input, which contains the predicted label map as floats."""
 
     divisor = 1
 
@@ -126,7 +126,7 @@ class _LabelEchoNet(nn.Module):
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 4, 5])
-def test_evaluate_batch_mean_independent_of_batch_size(batch_size):
+def test_case_mean_independent_of_batch_size(batch_size):
     module = SegmentationModule(
         in_channels=1,
         num_classes=2,

@@ -1,4 +1,4 @@
-"""MSDDataset and resolve_data_root: invalid datasets raise DataError naming the file and the fix; affines load as stored."""
+"""MSDDataset and resolve_data_root: invalid datasets raise DataError naming the file and the fix, and affines load as stored."""
 
 from __future__ import annotations
 
@@ -45,6 +45,36 @@ def _construction_error(folder: Path) -> str:
     with pytest.raises(DataError) as raised:
         MSDDataset(folder)
     return str(raised.value)
+
+
+def test_synthetic_dataset_loads(msd_dataset):
+    dataset = MSDDataset(msd_dataset)
+
+    case = dataset.load("case_002")
+
+    assert [files.case_id for files in dataset.cases] == ["case_000", "case_001", "case_002", "case_003"]
+    assert dataset.num_classes == 3
+    assert case.image.shape == (1, *SHAPE)
+    assert case.image.dtype == np.float32
+    assert case.label.dtype == np.int64
+    np.testing.assert_array_equal(case.label[0], _box_label())
+
+
+def test_nnunet_raw_layout_loads(tmp_path):
+    # nnU-Net v2 raw: no 'training' list, labels as {"name": index}, one image file per channel.
+    for channel in range(2):
+        write_nifti(tmp_path / "imagesTr" / f"brain_007_{channel:04d}.nii.gz", np.full(SHAPE, channel + 1.0, dtype=np.float32))
+    write_nifti(tmp_path / "labelsTr" / "brain_007.nii.gz", _box_label())
+    manifest = {"labels": {"background": 0, "tumour": 1, "edema": 2}, "file_ending": ".nii.gz", "channel_names": {"0": "T1", "1": "FLAIR"}}
+    (tmp_path / "dataset.json").write_text(json.dumps(manifest))
+    dataset = MSDDataset(tmp_path)
+
+    case = dataset.load("brain_007", normalize=False)
+
+    assert dataset.classes == {0: "background", 1: "tumour", 2: "edema"}
+    assert case.image.shape == (2, *SHAPE)
+    assert np.all(case.image[0] == 1.0)
+    assert np.all(case.image[1] == 2.0)
 
 
 # Files listed in dataset.json
@@ -171,8 +201,8 @@ def test_nan_image_voxel_rejected(tmp_path):
     assert "case_000" in message
 
 
-def test_nan_error_names_the_channel_file(tmp_path):
-    # nnU-Net stores one file per channel; the error must name the one with the NaN.
+def test_nan_error_names_channel_file(tmp_path):
+    # nnU-Net stores one file per channel, and the error must name the file with the NaN.
     folder = _one_case_dataset(tmp_path)
     (folder / "imagesTr" / "case_000.nii.gz").unlink()
     write_nifti(folder / "imagesTr" / "case_000_0000.nii.gz", np.ones(SHAPE, dtype=np.float32))

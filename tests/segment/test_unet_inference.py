@@ -1,4 +1,4 @@
-"""UNet shapes and training steps; pad_to_multiple and predict_labels return labels on the input grid."""
+"""Tests of UNet shapes and training steps, and of padding and cropping in pad_to_multiple and predict_labels."""
 
 from __future__ import annotations
 
@@ -73,9 +73,10 @@ def test_batch_norm_unet_trains_on_single_sample():
 
 
 # NOTE: with five levels a 16^3 input reaches a 1x1x1 bottleneck. PyTorch
-# 2.13's BatchNorm (training, batch of one) and InstanceNorm (training and
-# evaluation) then raise ValueError because one value per channel has no
-# variance. Inputs need at least two bottleneck voxels.
+# 2.13 then raises ValueError, because one value per channel has no variance:
+# BatchNorm in training with a batch of one, InstanceNorm in training and in
+# evaluation. BatchNorm needs more than one value per channel over batch and
+# voxels, InstanceNorm more than one voxel.
 @pytest.mark.xfail(raises=ValueError, strict=True, reason="normalisation of a 1x1x1 bottleneck with one sample raises in PyTorch")
 @pytest.mark.parametrize("norm", ["batch", "instance"])
 def test_unet_one_voxel_bottleneck_trains(norm):
@@ -117,7 +118,10 @@ def test_pad_uses_given_value():
 
 
 class _LabelOracle(nn.Module):
-    """Return one-hot logits of the label map it is given as an image; rejects sizes not divisible by ``divisor``."""
+    """Return one-hot logits of the label map passed in as the image.
+
+    Sizes not divisible by ``divisor`` raise ValueError, as in UNet.
+    """
 
     def __init__(self, num_classes: int, divisor: int) -> None:
         super().__init__()

@@ -1,0 +1,84 @@
+"""W&B tracking without network: offline runs finish promptly and connect to nothing outside the machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_msd_dataset
+from tests.wandb_records import history_keys_and_values, read_records
+
+
+def three_step_study(tmp_path: Path, tracking: str) -> Path:
+    dataset = make_msd_dataset(tmp_path / "Synthetic")
+    study = {
+        "name": "offline",
+        "dataset": {"name": "Synthetic", "path": str(dataset)},
+        "split": {"folds": 2},
+        "strategies": ["none"],
+        "model": {"features": [4, 8]},
+        "training": {"max_steps": 3, "batch_size": 1, "patch_size": [8, 8, 8], "val_every_steps": 1},
+        "tracking": {"mode": tracking},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def medaug_command(study: Path, output: Path) -> list[str]:
+    return [sys.executable, "-m", "studies.cli", "study", "run", str(study), "-o", str(output)]
+
+
+def can_isolate_network() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not can_isolate_network(), reason="needs `unshare -n` (root) to run without a network")
+def test_offline_study_without_network_exits_promptly(tmp_path):
+    study = three_step_study(tmp_path, "offline")
+    output = tmp_path / "out"
+    # A fresh network namespace has only a loopback interface: nothing outside is reachable.
+    script = "ip link set lo up && exec " + " ".join(medaug_command(study, output))
+    started = time.monotonic()
+    result = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 60
+    run_files = list(output.glob("offline/*/wandb/offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1
+    history = history_keys_and_values(read_records(run_files[0]))
+    assert len(history["val/dice_mean"]) == 3
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to record connect() calls")
+def test_offline_study_connects_only_locally(tmp_path):
+    study = three_step_study(tmp_path, "offline")
+    trace = tmp_path / "connect.trace"
+    command = ["strace", "-f", "-qq", "-e", "trace=connect", "-o", str(trace), *medaug_command(study, tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+
+    calls = [line for line in trace.read_text().splitlines() if "connect(" in line]
+    remote = [
+        line for line in calls
+        if ("AF_INET" in line and not re.search(r'inet_addr\("127\.|inet_pton\(AF_INET6, "::1"|inet_pton\(AF_INET6, "::ffff:127\.', line))
+    ]
+    assert remote == [], "connections to other hosts:\n" + "\n".join(remote)
+
+
+def test_disabled_tracking_writes_no_wandb_files(tmp_path):
+    study = three_step_study(tmp_path, "disabled")
+    result = subprocess.run(medaug_command(study, tmp_path / "out"), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "out").rglob("*.metrics.json")) == []
+    assert list((tmp_path / "out").rglob("wandb")) == []
+    assert len(list((tmp_path / "out").glob("offline/*/metrics.json"))) == 1
