@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from augment import StrategyError
+from segment.cli import app as segment_app
 from segment.errors import DataError
 
 from .errors import SpecError
@@ -21,6 +22,7 @@ from .errors import SpecError
 app = typer.Typer(name="medaug", help="Measure which data augmentation helps medical image segmentation.", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 study_app = typer.Typer(help="Run augmentation ablation studies and report them.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
+app.add_typer(segment_app, name="segment")
 
 console = Console(stderr=True)
 

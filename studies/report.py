@@ -13,7 +13,7 @@ import numpy as np
 
 from segment import mean_over_cases
 
-from .files import atomic_write, write_csv, write_text
+from segment.files import atomic_write, write_csv, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _case_means(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str,
 
 
 def summarise(rows: list[dict[str, Any]], strategies: list[str], baseline: str) -> list[dict[str, Any]]:
-    """One row per (strategy, fraction): mean foreground Dice over cases, its spread, and the paired difference to the baseline."""
+    """Summarise each (strategy, fraction): mean foreground Dice over cases, its spread, and the mean paired difference to the baseline."""
     case_means = _case_means(rows)
     fractions = sorted({fraction for _, fraction in case_means})
     table = []

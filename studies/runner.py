@@ -31,9 +31,10 @@ import torch
 
 from segment import SegmentationDataModule, SegmentationModule, mean_over_cases
 from segment.data import MSDDataset, kfold_split, nnunet_split, resolve_data_root, training_subset
+from segment.data.png import PNGDataset
 from segment.errors import DataError
 
-from .files import atomic_write, write_csv, write_json
+from segment.files import atomic_write, write_csv, write_json
 from .report import write_report
 from .spec import RunSpec, StudySpec, expand_runs
 from .tracking import finish_wandb, make_wandb_logger
@@ -83,10 +84,25 @@ def dataset_folder(spec: StudySpec, data_root: str | Path | None) -> Path:
     return folder
 
 
-def make_splits(spec: StudySpec, case_ids: list[str]) -> list[dict[str, list[str]]]:
+def open_dataset(spec: StudySpec, folder: Path) -> MSDDataset | PNGDataset:
+    if spec.dataset.format == "png":
+        return PNGDataset(
+            folder,
+            images=spec.dataset.images,
+            mask_suffix=spec.dataset.mask_suffix,
+            spacing_csv=spec.dataset.spacing_csv,
+            target_spacing=spec.dataset.target_spacing,
+            group_pattern=spec.dataset.group_pattern,
+        )
+    return MSDDataset(folder)
+
+
+def make_splits(spec: StudySpec, dataset: MSDDataset | PNGDataset) -> list[dict[str, list[str]]]:
+    case_ids = [c.case_id for c in dataset.cases]
     if spec.split.scheme == "nnunet":
         return nnunet_split(case_ids, spec.split.splits_file)
-    return kfold_split(case_ids, folds=spec.split.folds, seed=spec.split.seed)
+    groups = {c: dataset.group(c) for c in case_ids} if isinstance(dataset, PNGDataset) else None
+    return kfold_split(case_ids, folds=spec.split.folds, seed=spec.split.seed, groups=groups)
 
 
 def run_cases(spec: StudySpec, run: RunSpec, splits: list[dict[str, list[str]]]) -> tuple[list[str], list[str]]:
@@ -122,8 +138,8 @@ def run_study(
     study_dir = Path(output_dir) / spec.name
     runs = expand_runs(spec, study_path)
 
-    dataset = MSDDataset(dataset_folder(spec, data_root))
-    splits = make_splits(spec, [c.case_id for c in dataset.cases])
+    dataset = open_dataset(spec, dataset_folder(spec, data_root))
+    splits = make_splits(spec, dataset)
     needed = sorted({case for run in runs for part in run_cases(spec, run, splits) for case in part})
     logger.info("loading %d cases of %s", len(needed), dataset.folder)
     cases = {case_id: dataset.load(case_id) for case_id in needed}
@@ -184,7 +200,7 @@ def train_run(spec, run, run_dir: Path, dataset: MSDDataset, splits, cases, list
         in_channels=cases[train_ids[0]].image.shape[0],
         num_classes=dataset.num_classes,
         class_names=foreground_names,
-        model=run.config["model"],
+        model={**run.config["model"], "spatial_dims": dataset.spatial_dims},
         augmentation=run.config["strategy_config"],
         learning_rate=training.learning_rate,
         max_steps=training.max_steps,

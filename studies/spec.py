@@ -26,10 +26,42 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    """Which dataset: a folder name under the data root, or an explicit path."""
+    """Which dataset: a folder name under the data root, or an explicit path, and its format.
+
+    ``msd`` is the Decathlon / nnU-Net raw layout (3D NIfTI). ``png`` is a folder
+    of 2D image/mask pairs (see ``segment.data.png``) and needs ``images`` and
+    ``spacing_csv``.
+    """
 
     name: str = Field(min_length=1)
     path: str | None = None
+    format: Literal["msd", "png"] = "msd"
+    images: str | None = None
+    mask_suffix: str = "_Annotation"
+    spacing_csv: str | None = None
+    target_spacing: float | None = Field(None, gt=0)
+    group_pattern: str | None = None
+
+    @model_validator(mode="after")
+    def _format_keys(self) -> DatasetSpec:
+        if self.format == "png":
+            for key in ("images", "spacing_csv"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"dataset.{key} is required when dataset.format is 'png'")
+        else:
+            for key in ("images", "spacing_csv", "target_spacing", "group_pattern"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"dataset.{key} applies only to dataset.format 'png'")
+        if self.group_pattern is not None:
+            try:
+                re.compile(self.group_pattern)
+            except re.error as error:
+                raise ValueError(f"dataset.group_pattern is not a valid regular expression: {error}") from error
+        return self
+
+    @property
+    def spatial_dims(self) -> int:
+        return 2 if self.format == "png" else 3
 
 
 class SplitSpec(_Strict):
@@ -130,6 +162,13 @@ class StudySpec(_Strict):
             raise ValueError(f"baseline {self.baseline!r} is not one of the strategies {self.strategies}")
         if self.split.scheme == "nnunet" and self.split.folds != 5:
             raise ValueError("split.folds must be 5 with scheme 'nnunet'")
+        if self.split.scheme == "nnunet" and self.dataset.format != "msd":
+            raise ValueError("split.scheme 'nnunet' needs a dataset of format 'msd'")
+        if len(self.training.patch_size) != self.dataset.spatial_dims:
+            raise ValueError(
+                f"training.patch_size {self.training.patch_size} must have {self.dataset.spatial_dims} sizes "
+                f"for a {self.dataset.spatial_dims}D dataset (format {self.dataset.format!r})"
+            )
         self._check_patch_size()
         return self
 
@@ -139,10 +178,6 @@ class StudySpec(_Strict):
         patch = self.training.patch_size
         if any(size % divisor for size in patch):
             raise ValueError(f"training.patch_size {patch} must be multiples of {divisor} for a U-Net with {levels} levels")
-        bottleneck = [size // divisor for size in patch]
-        if self.model.norm == "instance" and all(size == 1 for size in bottleneck):
-            # Instance norm needs more than one voxel per channel at the deepest level.
-            raise ValueError(f"training.patch_size {patch} leaves a 1-voxel bottleneck after {levels - 1} downsamplings; use a larger patch or fewer levels")
 
     @property
     def baseline_strategy(self) -> str:
@@ -217,9 +252,6 @@ def load_spec(name_or_path: str | Path) -> StudySpec:
             build_strategy(_strategy_reference(strategy, path))
         except StrategyError as error:
             raise SpecError(f"study file {path}: strategies[{position}]: {error}") from error
-    if len(spec.training.patch_size) != 3:
-        # NOTE: the training path is 3D only for now; 2D studies need a 2D dataset reader.
-        raise SpecError(f"study file {path}: training.patch_size must have 3 sizes for a 3D dataset, got {spec.training.patch_size}")
     return spec.model_copy(update={"dataset": _anchor_dataset(spec.dataset, path)})
 
 
@@ -261,7 +293,7 @@ def expand_runs(spec: StudySpec, study_path: Path | None = None) -> list[RunSpec
     runs = []
     for strategy, fraction, fold, seed in itertools.product(spec.strategies, spec.train_fractions, spec.folds, spec.seeds):
         config = {
-            "dataset": spec.dataset.name,
+            "dataset": spec.dataset.name if spec.dataset.format == "msd" else spec.dataset.model_dump(exclude={"path"}),
             "split": spec.split.model_dump(),
             "strategy": strategy,
             "strategy_config": strategy_config(_strategy_reference(strategy, anchor)),

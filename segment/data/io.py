@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 
@@ -63,3 +64,64 @@ def label_to_integer(array: np.ndarray, path: str | Path, classes: set[int] | No
                 "declared in dataset.json"
             )
     return labels
+
+
+def _label_dtype(labels: np.ndarray) -> type:
+    low, high = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+    for dtype in (np.uint8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return dtype
+    raise DataError(f"label values {low}..{high} do not fit a 32-bit integer")
+
+
+def save_nifti(
+    path: str | Path,
+    array: np.ndarray,
+    affine: np.ndarray,
+    *,
+    label: bool = False,
+    header: nib.Nifti1Header | None = None,
+) -> Path:
+    """Write a NIfTI file atomically: it appears under ``path`` only once complete.
+
+    Args:
+        path: destination ending in ``.nii.gz`` or ``.nii``.
+        array: spatial array ``(X, Y[, Z])``, without a channel axis.
+        affine: 4x4 voxel-to-world matrix, stored as both sform and qform (code 1).
+        label: store as the smallest integer type that fits the values (uint8,
+            int16 or int32); values must be whole numbers.
+        header: optional template (for example the source image's); its
+            intensity scaling is always reset to slope 1 and intercept 0, so
+            values are stored exactly as given.
+
+    Raises:
+        DataError: when ``array`` is not 2D or 3D, or a label value is not whole.
+    """
+    path = Path(path)
+    array = np.asarray(array)
+    if array.ndim not in (2, 3):
+        raise DataError(f"cannot write {path}: expected a 2D or 3D array, got shape {array.shape}")
+    if label:
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise DataError(f"cannot write label file {path}: values must be whole class numbers")
+        array = array.astype(_label_dtype(array))
+    else:
+        array = array.astype(np.float32)
+
+    image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64), header=header.copy() if header is not None else None)
+    image.set_data_dtype(array.dtype)
+    image.header.set_slope_inter(1.0, 0.0)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    temporary = path.with_name(f".{path.name}.partial{suffix}")
+    try:
+        nib.save(image, str(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path

@@ -1,6 +1,6 @@
 """Reader for the Medical Segmentation Decathlon layout, which also covers nnU-Net raw datasets.
 
-A dataset folder holds ``dataset.json``, ``imagesTr/`` and ``labelsTr/``. The MSD
+A dataset folder contains ``dataset.json``, ``imagesTr/`` and ``labelsTr/``. The MSD
 schema lists ``training`` pairs and ``labels`` as ``{"0": "background", ...}``;
 the nnU-Net v2 raw schema has ``labels`` as ``{"background": 0, ...}``,
 ``file_ending``, and images named ``<case>_0000<file_ending>`` per channel.
@@ -185,7 +185,7 @@ class MSDDataset:
         """Load one case, check image against label, and normalise the image.
 
         Raises:
-            DataError: naming the file when it is missing or unreadable, holds
+            DataError: naming the file when it is missing or unreadable, contains
                 NaN or infinite voxels, or disagrees with its label in shape or
                 affine, or when label values are not whole declared classes.
         """

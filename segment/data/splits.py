@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ NNUNET_SPLIT_SEED = 12345
 NNUNET_FOLDS = 5
 
 
-def kfold_split(case_ids: Sequence[str], *, folds: int, seed: int) -> list[dict[str, list[str]]]:
+def kfold_split(case_ids: Sequence[str], *, folds: int, seed: int, groups: Mapping[str, str] | None = None) -> list[dict[str, list[str]]]:
     """Split cases into ``folds`` disjoint validation sets, deterministically from ``seed``.
 
     Case ids are sorted first, then shuffled with ``numpy.random.RandomState(seed)``
@@ -23,9 +23,19 @@ def kfold_split(case_ids: Sequence[str], *, folds: int, seed: int) -> list[dict[
     the algorithm of scikit-learn's ``KFold(shuffle=True, random_state=seed)``.
     With ``folds=5, seed=12345`` this is the split nnU-Net v2 generates.
 
+    Args:
+        groups: optional subject of each case; subjects are split instead of
+            cases, so all images of one subject land in the same fold.
+
     Returns:
         One ``{"train": [...], "val": [...]}`` per fold, ids sorted within each list.
     """
+    if groups is not None:
+        subject_splits = kfold_split(sorted({groups[c] for c in case_ids}), folds=folds, seed=seed)
+        return [
+            {part: sorted(c for c in case_ids if groups[c] in set(split[part])) for part in ("train", "val")}
+            for split in subject_splits
+        ]
     ids = sorted(case_ids)
     if folds < 2:
         raise DataError(f"folds must be at least 2, got {folds}")

@@ -95,7 +95,8 @@ def test_image_and_label_shapes_differ(tmp_path):
     assert result.returncode == 2
     line = error_line(result)
     assert str(label) in line
-    assert "(12, 14, 10)" in line and "(12, 14, 9)" in line
+    assert "(12, 14, 10)" in line
+    assert "(12, 14, 9)" in line
 
 
 def test_label_with_fractional_values(tmp_path):

@@ -129,3 +129,21 @@ def test_rerun_skips_finished_runs(finished_study):
     assert [r.status for r in again] == ["skipped", "skipped"]
     for run_id, mtime in checkpoints.items():
         assert (study_dir / run_id / "model.pt").stat().st_mtime_ns == mtime
+
+
+def test_predict_then_evaluate_reproduces_run_dice(finished_study, hippocampus_folder, tmp_path):
+    from tests.studies.test_cli import medaug
+
+    study_file, study_dir, results = finished_study
+    run_dir = study_dir / results[0].run.run_id
+    dataset = yaml.safe_load(study_file.read_text())["dataset"]["path"]
+    predicted = medaug("segment", "predict", str(run_dir / "model.pt"), dataset, str(tmp_path / "pred"), "--cases", str(run_dir / "config.json"))
+    assert predicted.returncode == 0, predicted.stderr
+    evaluated = medaug("segment", "evaluate", str(tmp_path / "pred"), dataset, "-o", str(tmp_path / "per_case.csv"))
+    assert evaluated.returncode == 0, evaluated.stderr
+
+    with open(tmp_path / "per_case.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["case_id"] for row in rows) == json.loads((run_dir / "config.json").read_text())["val_cases"]
+    mean = sum(float(row["dice_mean"]) for row in rows) / len(rows)
+    assert mean == pytest.approx(results[0].metrics["dice_mean"], abs=1e-3)
