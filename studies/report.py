@@ -15,6 +15,8 @@ from segment import mean_over_cases
 
 from segment.files import atomic_write, write_csv, write_text
 
+from .stats import bootstrap_ci, holm, wilcoxon_p
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,20 +48,44 @@ def _case_means(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str,
 
 
 def summarise(rows: list[dict[str, Any]], strategies: list[str], baseline: str) -> list[dict[str, Any]]:
-    """Summarise each (strategy, fraction): mean foreground Dice over cases, its spread, and the mean paired difference to the baseline."""
+    """Summarise each (strategy, fraction) over cases, with the paired comparison to the baseline.
+
+    Each row has the mean, median and standard deviation of per-case foreground
+    Dice, a bootstrap 95 % interval of the mean, the mean per-case difference to
+    the baseline, and its Wilcoxon signed-rank p-value, Holm-adjusted across the
+    strategies of the same training fraction.
+    """
     case_means = _case_means(rows)
     fractions = sorted({fraction for _, fraction in case_means})
     table = []
     for fraction in fractions:
         reference = case_means.get((baseline, fraction), {})
+        block = []
         for strategy in strategies:
             cases = case_means.get((strategy, fraction))
             if not cases:
                 continue
-            mean, std, count = mean_over_cases(cases.values())
-            paired = [cases[c] - reference[c] for c in cases if c in reference]
-            difference = float(np.mean(paired)) if paired and strategy != baseline else None
-            table.append({"strategy": strategy, "train_fraction": fraction, "dice_mean": mean, "dice_std": std, "cases": count, "delta_vs_baseline": difference})
+            values = list(cases.values())
+            mean, std, count = mean_over_cases(values)
+            low, high = bootstrap_ci(values)
+            paired = [cases[c] - reference[c] for c in sorted(cases) if c in reference]
+            compared = bool(paired) and strategy != baseline
+            block.append({
+                "strategy": strategy,
+                "train_fraction": fraction,
+                "dice_mean": mean,
+                "dice_ci_low": low,
+                "dice_ci_high": high,
+                "dice_median": float(np.median(values)),
+                "dice_std": std,
+                "cases": count,
+                "delta_vs_baseline": float(np.mean(paired)) if compared else None,
+                "paired_cases": len(paired) if compared else 0,
+                "p_wilcoxon": wilcoxon_p(paired) if compared else float("nan"),
+            })
+        for row, adjusted in zip(block, holm([r["p_wilcoxon"] for r in block])):
+            row["p_holm"] = None if np.isnan(adjusted) else adjusted
+        table.extend(block)
     return table
 
 
@@ -104,15 +130,21 @@ def write_report(study_dir: Path) -> Path | None:
         f"Dataset `{study['dataset']['name']}`, folds {study['folds']}, seeds {study['seeds']}, "
         f"{study['training']['max_steps']} training steps per run. Baseline: `{baseline}`.",
         "",
-        "Mean foreground Dice over validation cases (each case averaged over seeds first); "
-        "the difference to the baseline is the mean of per-case differences.",
+        "Foreground Dice per validation case (each case averaged over seeds first): mean with a bootstrap "
+        "95 % interval, median and standard deviation. Δ is the mean per-case difference to the baseline; "
+        "p is its two-sided Wilcoxon signed-rank p-value, Holm-adjusted across the strategies of a training fraction.",
         "",
-        "| strategy | training fraction | mean Dice | std | cases | Δ vs baseline |",
-        "|---|---|---|---|---|---|",
+        "| strategy | training fraction | mean Dice | 95 % CI | median | std | cases | Δ vs baseline | p (Holm) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table:
         delta = "—" if row["delta_vs_baseline"] is None else f"{row['delta_vs_baseline']:+.4f}"
-        lines.append(f"| {row['strategy']} | {row['train_fraction']:g} | {row['dice_mean']:.4f} | {row['dice_std']:.4f} | {row['cases']} | {delta} |")
+        p_value = "—" if row["p_holm"] is None else f"{row['p_holm']:.3g}"
+        lines.append(
+            f"| {row['strategy']} | {row['train_fraction']:g} | {row['dice_mean']:.4f} | "
+            f"{row['dice_ci_low']:.4f}–{row['dice_ci_high']:.4f} | {row['dice_median']:.4f} | {row['dice_std']:.4f} | "
+            f"{row['cases']} | {delta} | {p_value} |"
+        )
     total_time = sum(m.get("wall_time_s", 0.0) for m in runs)
     lines += [
         "",
