@@ -104,6 +104,35 @@ def run_command(
         raise typer.Exit(1)
 
 
+@study_app.command("plan")
+def plan_command(
+    study_file: Annotated[str, typer.Argument(help="Study YAML file, or the name of a shipped study.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Results folder, to tell finished runs from pending ones.")] = Path("results"),
+) -> None:
+    """List the runs of a study and estimate their training time on this machine, without training."""
+    _configure_logging(False)
+    from rich.table import Table
+
+    from .plan import OVERHEAD_PER_RUN_S, plan_study
+    from .spec import find_study_file, load_spec
+
+    spec = load_spec(study_file)
+    console.log("timing a few training steps of each strategy on this machine...")
+    planned = plan_study(spec, study_path=find_study_file(study_file), output_dir=output)
+
+    table = Table(title=f"study {spec.name}: {len(planned)} runs")
+    table.add_column("run", overflow="fold")
+    for column in ("strategy", "fraction", "fold", "seed", "status", "estimate (min)"):
+        table.add_column(column)
+    for item in planned:
+        run = item.run
+        status = "finished" if item.finished else "pending"
+        table.add_row(run.run_id, run.strategy, f"{run.train_fraction:g}", str(run.fold), str(run.seed), status, f"{item.estimated_s / 60:.1f}")
+    Console().print(table)
+    pending = sum(item.estimated_s for item in planned if not item.finished)
+    Console().print(f"estimated time for the pending runs: {pending / 60:.0f} min on this machine (training steps timed here, plus about {OVERHEAD_PER_RUN_S:.0f} s per run)")
+
+
 @study_app.command("report")
 def report_command(
     study_dir: Annotated[Path, typer.Argument(help="Study results folder, e.g. results/hippocampus-quick.")],
