@@ -29,6 +29,7 @@ def test_plan_command_prints_every_run(tmp_path):
     study_file = write_study(tmp_path)
     result = medaug("study", "plan", str(study_file), "-o", str(tmp_path / "results"), env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("pending") == 2
+    rows = [line for line in result.stdout.splitlines() if "│ pending" in line]
+    assert len(rows) == 2
     assert "estimated time for the pending runs" in result.stdout
     assert not (tmp_path / "results").exists()
