@@ -79,6 +79,7 @@ def run_command(
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder that contains the datasets; default: $MEDAUG_DATA.")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for results; the study writes <output>/<study name>/.")] = Path("results"),
     tracking: Annotated[Optional[str], typer.Option(help="Override the study's W&B mode: offline, online or disabled.")] = None,
+    workers: Annotated[int, typer.Option(help="Train this many runs at once in local processes; CPU threads are divided among them.")] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
 ) -> None:
     """Train every run of a study that has not finished yet, then write its report."""
@@ -94,7 +95,7 @@ def run_command(
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console) as progress:
-        results = run_study(spec, study_path=find_study_file(study_file), data_root=data_root, output_dir=output, listener=_ProgressListener(progress))
+        results = run_study(spec, study_path=find_study_file(study_file), data_root=data_root, output_dir=output, listener=_ProgressListener(progress), workers=workers)
 
     study_dir = output / spec.name
     console.log(f"report: {study_dir / 'report.md'}")

@@ -17,11 +17,13 @@ removed and the run trains again from the start.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import platform
 import shutil
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from segment.data.png import PNGDataset
 from segment.errors import DataError
 
 from segment.files import atomic_write, write_csv, write_json
+from .errors import SpecError
 from .report import write_report
 from .spec import RunSpec, StudySpec, expand_runs
 from .tracking import finish_wandb, make_wandb_logger
@@ -127,13 +130,18 @@ def run_study(
     data_root: str | Path | None = None,
     output_dir: str | Path = "results",
     listener: StudyListener | None = None,
+    workers: int = 1,
 ) -> list[RunResult]:
     """Train every unfinished run of ``spec`` and write the study report.
 
     All cases the study needs are loaded and checked before the first run, so
     a bad file stops the study before any training. A run that fails is
     recorded in ``<run id>/error.txt`` and the study goes on with the next one.
+    With ``workers > 1``, runs train in that many local processes, each with
+    ``training.threads`` torch threads, or the CPU cores divided among them.
     """
+    if workers < 1:
+        raise SpecError(f"--workers must be at least 1, got {workers}")
     listener = listener or StudyListener()
     study_dir = Path(output_dir) / spec.name
     runs = expand_runs(spec, study_path)
@@ -148,18 +156,51 @@ def run_study(
     finished = {run.run_id for run in runs if is_finished(study_dir / run.run_id)}
     listener.study_started(runs, finished)
 
-    results = []
+    results: dict[str, RunResult] = {}
     for run in runs:
-        run_dir = study_dir / run.run_id
         if run.run_id in finished:
-            result = RunResult(run, "skipped", _read_metrics(run_dir))
-        else:
-            result = _train_safely(spec, run, run_dir, dataset, splits, cases, listener)
-        results.append(result)
-        listener.run_finished(run, result)
+            results[run.run_id] = RunResult(run, "skipped", _read_metrics(study_dir / run.run_id))
+            listener.run_finished(run, results[run.run_id])
+
+    pending = [run for run in runs if run.run_id not in finished]
+    if workers > 1 and len(pending) > 1:
+        results.update(_train_in_processes(spec, pending, study_dir, data_root, workers, listener))
+    else:
+        for run in pending:
+            results[run.run_id] = _train_safely(spec, run, study_dir / run.run_id, dataset, splits, cases, listener)
+            listener.run_finished(run, results[run.run_id])
 
     write_report(study_dir)
+    return [results[run.run_id] for run in runs]
+
+
+def _train_in_processes(spec, pending, study_dir, data_root, workers, listener) -> dict[str, RunResult]:
+    """Train ``pending`` runs in ``workers`` spawned processes; a crashed worker fails only its run."""
+    threads = spec.training.threads or max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    results = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(_train_in_worker, spec, run, study_dir / run.run_id, data_root, threads): run for run in pending}
+        for future in as_completed(futures):
+            run = futures[future]
+            try:
+                result = future.result()
+            except Exception as error:  # noqa: BLE001 - a worker killed by the OS must not stop the study
+                logger.error("worker for run %s failed: %s", run.run_id, error)
+                result = RunResult(run, "failed", error=f"{type(error).__name__}: {error}")
+            results[run.run_id] = result
+            listener.run_finished(run, result)
     return results
+
+
+def _train_in_worker(spec: StudySpec, run: RunSpec, run_dir: Path, data_root, threads: int) -> RunResult:
+    """Entry point of a worker process: load this run's cases and train it with ``threads`` torch threads."""
+    torch.set_num_threads(threads)
+    dataset = open_dataset(spec, dataset_folder(spec, data_root))
+    splits = make_splits(spec, dataset)
+    train_ids, val_ids = run_cases(spec, run, splits)
+    cases = {case_id: dataset.load(case_id) for case_id in train_ids + val_ids}
+    return _train_safely(spec, run, run_dir, dataset, splits, cases, StudyListener())
 
 
 def _read_metrics(run_dir: Path) -> dict[str, Any]:
