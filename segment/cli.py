@@ -15,13 +15,13 @@ from rich.console import Console
 from rich.progress import track
 
 from .checkpoint import load_checkpoint
-from .data.io import label_to_integer, load_nifti, save_nifti
+from .data.io import label_to_integer, load_nifti, save_nifti, spacing_from_affine
 from .data.msd import MSDDataset
 from .data.normalize import normalize_intensity
 from .errors import DataError
 from .files import write_csv
 from .inference import predict_labels
-from .metrics import dice_per_class, mean_over_cases
+from .metrics import dice_per_class, hd95_per_class, mean_over_cases
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -138,11 +138,16 @@ def evaluate_command(
         # positives of a class absent from the reference count as Dice 0.
         found = set(np.unique(truth).tolist()) | set(np.unique(prediction).tolist())
         classes = sorted(declared - {0}) if declared else sorted(found - {0})
-        scores = dice_per_class(torch.from_numpy(prediction), torch.from_numpy(truth), classes)
-        row = {"case_id": case_id, **{f"dice_{c}": v for c, v in scores.items()}}
-        row["dice_mean"] = float(np.mean(list(scores.values()))) if scores else float("nan")
+        predicted_tensor, truth_tensor = torch.from_numpy(prediction), torch.from_numpy(truth)
+        dice = dice_per_class(predicted_tensor, truth_tensor, classes)
+        hd95 = hd95_per_class(predicted_tensor, truth_tensor, classes, spacing_from_affine(truth_affine)[: truth.ndim].tolist())
+        row = {"case_id": case_id, **{f"dice_{c}": v for c, v in dice.items()}}
+        row["dice_mean"] = float(np.mean(list(dice.values()))) if dice else float("nan")
+        row.update({f"hd95_{c}": v for c, v in hd95.items()})
+        row["hd95_mean"] = float(np.mean(list(hd95.values()))) if hd95 else float("nan")
         rows.append(row)
 
     write_csv(output, rows)
     mean, std, count = mean_over_cases([row["dice_mean"] for row in rows])
-    console.print(f"mean foreground Dice {mean:.4f} ± {std:.4f} over {count} cases; per case: {output}")
+    hd95_mean = mean_over_cases([row["hd95_mean"] for row in rows])[0]
+    console.print(f"mean foreground Dice {mean:.4f} ± {std:.4f}, mean HD95 {hd95_mean:.2f} mm, over {count} cases; per case: {output}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import lightning as L
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .data.msd import Case
@@ -33,20 +35,42 @@ def _crop_or_pad(case: Case, patch_size: Sequence[int], rng: np.random.Generator
     return image[window], label[window]
 
 
+class WorkerTransform(Protocol):
+    """Per-sample image transform run in DataLoader workers, such as ``augment.MRIArtifacts``.
+
+    It receives the cropped ``(C, *S)`` image, the case's spacing in millimetres,
+    the dataset seed and the item index, and returns an image of the same shape.
+    It must be deterministic given ``(seed, index)``.
+    """
+
+    def __call__(self, image: Tensor, *, spacing: np.ndarray, seed: int, index: int) -> Tensor: ...
+
+
 class PatchDataset(Dataset):
     """``length`` random patches; item ``i`` is reproducible from ``(seed, i)`` alone.
 
     Cases are visited in passes: each pass is a fresh permutation of all cases,
     so every case is seen equally often whatever the number of workers.
+    ``worker_transform``, when given, is applied to the cropped image only. The
+    label is never passed to it.
     """
 
-    def __init__(self, cases: Sequence[Case], patch_size: Sequence[int], length: int, seed: int) -> None:
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        patch_size: Sequence[int],
+        length: int,
+        seed: int,
+        *,
+        worker_transform: WorkerTransform | None = None,
+    ) -> None:
         if not cases:
             raise ValueError("PatchDataset needs at least one case")
         self.cases = list(cases)
         self.patch_size = tuple(int(n) for n in patch_size)
         self.length = int(length)
         self.seed = int(seed)
+        self.worker_transform = worker_transform
 
     def __len__(self) -> int:
         return self.length
@@ -56,8 +80,11 @@ class PatchDataset(Dataset):
         order = np.random.default_rng((self.seed, index // n, 0)).permutation(n)
         case = self.cases[int(order[index % n])]
         image, label = _crop_or_pad(case, self.patch_size, np.random.default_rng((self.seed, index, 1)))
+        image = torch.from_numpy(np.ascontiguousarray(image))
+        if self.worker_transform is not None:
+            image = self.worker_transform(image, spacing=case.spacing, seed=self.seed, index=index)
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "image": image,
             "label": torch.from_numpy(np.ascontiguousarray(label)),
             "spacing": torch.from_numpy(case.spacing.astype(np.float64)),
             "case_id": case.case_id,
@@ -96,6 +123,8 @@ class SegmentationDataModule(L.LightningDataModule):
         seed: seed of patch positions and case order.
         num_workers: DataLoader worker processes; 0 loads in the main process,
             which is fastest when the cases are already in memory.
+        worker_transform: per-sample image transform of the training patches,
+            see ``PatchDataset``, for example ``augment.build_worker_transform(strategy)``.
     """
 
     def __init__(
@@ -108,9 +137,10 @@ class SegmentationDataModule(L.LightningDataModule):
         max_steps: int,
         seed: int,
         num_workers: int = 0,
+        worker_transform: WorkerTransform | None = None,
     ) -> None:
         super().__init__()
-        self.train_set = PatchDataset(train_cases, patch_size, max_steps * batch_size, seed)
+        self.train_set = PatchDataset(train_cases, patch_size, max_steps * batch_size, seed, worker_transform=worker_transform)
         self.val_set = VolumeDataset(val_cases)
         self.batch_size = batch_size
         self.num_workers = num_workers

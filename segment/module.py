@@ -11,8 +11,8 @@ from torch import Tensor
 
 from augment import build_strategy, derive_generator
 
-from .losses import DiceCELoss
-from .metrics import dice_per_class, mean_over_cases
+from .losses import DeepSupervisionLoss, DiceCELoss
+from .metrics import dice_per_class, hd95_per_class, mean_over_cases
 from .inference import predict_labels
 from .models import build_model
 
@@ -50,7 +50,8 @@ class SegmentationModule(L.LightningModule):
         model_kwargs = dict(model)
         self.net = build_model(model_kwargs.pop("name"), in_channels, num_classes, **model_kwargs)
         self.pipeline = build_strategy(augmentation)
-        self.loss = DiceCELoss()
+        # Deep-supervision models return a list of outputs in training; plain ones a tensor.
+        self.loss = DeepSupervisionLoss(DiceCELoss())
         self.foreground = list(range(1, num_classes))
         self.class_names = list(class_names)
         self.validation_results: list[dict[str, Any]] = []
@@ -87,19 +88,25 @@ class SegmentationModule(L.LightningModule):
         # One value per case and class, averaged over cases: independent of batch size.
         mean, _, _ = mean_over_cases([r["dice_mean"] for r in self.validation_results])
         self.log("val/dice_mean", mean, batch_size=1)
+        self.log("val/hd95_mean", mean_over_cases([r["hd95_mean"] for r in self.validation_results])[0], batch_size=1)
         for cls, name in zip(self.foreground, self.class_names):
             class_mean, _, _ = mean_over_cases([r[f"dice_{cls}"] for r in self.validation_results])
             self.log(f"val/dice_{name}", class_mean, batch_size=1)
 
     def evaluate_batch(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Per-case foreground Dice of whole volumes; the batch may hold several cases of one shape."""
+        """Per-case foreground Dice and HD95 (mm) of whole volumes; a batch may contain several cases of one shape."""
         predictions = predict_labels(self.net, batch["image"], self.divisor)
         results = []
-        for case_id, prediction, reference in zip(batch["case_id"], predictions, batch["label"][:, 0]):
-            scores = dice_per_class(prediction, reference, self.foreground)
-            row: dict[str, Any] = {"case_id": case_id}
-            row.update({f"dice_{cls}": value for cls, value in scores.items()})
-            row["dice_mean"] = sum(scores.values()) / len(scores)
+        for index, (prediction, reference) in enumerate(zip(predictions, batch["label"][:, 0])):
+            # Without spacing, distances are in voxels (1 mm per voxel).
+            spacing = batch["spacing"][index].tolist() if "spacing" in batch else [1.0] * prediction.ndim
+            dice = dice_per_class(prediction, reference, self.foreground)
+            hd95 = hd95_per_class(prediction, reference, self.foreground, spacing)
+            row: dict[str, Any] = {"case_id": batch["case_id"][index]}
+            row.update({f"dice_{cls}": value for cls, value in dice.items()})
+            row["dice_mean"] = sum(dice.values()) / len(dice)
+            row.update({f"hd95_{cls}": value for cls, value in hd95.items()})
+            row["hd95_mean"] = sum(hd95.values()) / len(hd95)
             results.append(row)
         return results
 

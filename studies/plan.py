@@ -36,6 +36,7 @@ def measure_step_time(spec: StudySpec, strategy: str, *, steps: int = 5) -> floa
     """
     torch.manual_seed(0)
     model_kwargs = spec.model.model_dump()
+    model_kwargs.update(model_kwargs.pop("options"))
     net = build_model(model_kwargs.pop("name"), 1, 3, spatial_dims=spec.dataset.spatial_dims, **model_kwargs)
     optimizer = torch.optim.AdamW(net.parameters())
     loss_function = DiceCELoss()

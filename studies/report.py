@@ -39,11 +39,12 @@ def collect_results(study_dir: Path) -> tuple[list[dict[str, Any]], list[dict[st
     return runs, rows
 
 
-def _case_means(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, float]]:
-    """Per (strategy, fraction): each case's Dice, averaged over seeds when there are several."""
+def _case_means(rows: list[dict[str, Any]], metric: str = "dice_mean") -> dict[tuple[str, float], dict[str, float]]:
+    """Per (strategy, fraction): each case's ``metric``, averaged over seeds when there are several."""
     grouped: dict[tuple[str, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        grouped[(row["strategy"], row["train_fraction"])][row["case_id"]].append(row["dice_mean"])
+        if metric in row:
+            grouped[(row["strategy"], row["train_fraction"])][row["case_id"]].append(row[metric])
     return {key: {case: float(np.mean(values)) for case, values in cases.items()} for key, cases in grouped.items()}
 
 
@@ -56,6 +57,7 @@ def summarise(rows: list[dict[str, Any]], strategies: list[str], baseline: str) 
     strategies of the same training fraction.
     """
     case_means = _case_means(rows)
+    hd95_means = _case_means(rows, "hd95_mean")
     fractions = sorted({fraction for _, fraction in case_means})
     table = []
     for fraction in fractions:
@@ -78,6 +80,7 @@ def summarise(rows: list[dict[str, Any]], strategies: list[str], baseline: str) 
                 "dice_ci_high": high,
                 "dice_median": float(np.median(values)),
                 "dice_std": std,
+                "hd95_mean": mean_over_cases(hd95_means.get((strategy, fraction), {}).values())[0],
                 "cases": count,
                 "delta_vs_baseline": float(np.mean(paired)) if compared else None,
                 "paired_cases": len(paired) if compared else 0,
@@ -134,16 +137,17 @@ def write_report(study_dir: Path) -> Path | None:
         "95 % interval, median and standard deviation. Δ is the mean per-case difference to the baseline; "
         "p is its two-sided Wilcoxon signed-rank p-value, Holm-adjusted across the strategies of a training fraction.",
         "",
-        "| strategy | training fraction | mean Dice | 95 % CI | median | std | cases | Δ vs baseline | p (Holm) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| strategy | training fraction | mean Dice | 95 % CI | median | std | mean HD95 (mm) | cases | Δ vs baseline | p (Holm) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table:
         delta = "—" if row["delta_vs_baseline"] is None else f"{row['delta_vs_baseline']:+.4f}"
         p_value = "—" if row["p_holm"] is None else f"{row['p_holm']:.3g}"
+        hd95 = "—" if np.isnan(row["hd95_mean"]) else f"{row['hd95_mean']:.2f}"
         lines.append(
             f"| {row['strategy']} | {row['train_fraction']:g} | {row['dice_mean']:.4f} | "
             f"{row['dice_ci_low']:.4f}–{row['dice_ci_high']:.4f} | {row['dice_median']:.4f} | {row['dice_std']:.4f} | "
-            f"{row['cases']} | {delta} | {p_value} |"
+            f"{hd95} | {row['cases']} | {delta} | {p_value} |"
         )
     total_time = sum(m.get("wall_time_s", 0.0) for m in runs)
     lines += [

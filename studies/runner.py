@@ -241,7 +241,7 @@ def train_run(spec, run, run_dir: Path, dataset: MSDDataset, splits, cases, list
         in_channels=cases[train_ids[0]].image.shape[0],
         num_classes=dataset.num_classes,
         class_names=foreground_names,
-        model={**run.config["model"], "spatial_dims": dataset.spatial_dims},
+        model=_model_arguments(run.config["model"], dataset.spatial_dims),
         augmentation=run.config["strategy_config"],
         learning_rate=training.learning_rate,
         max_steps=training.max_steps,
@@ -288,6 +288,14 @@ def train_run(spec, run, run_dir: Path, dataset: MSDDataset, splits, cases, list
     return metrics
 
 
+def _model_arguments(model: dict[str, Any], spatial_dims: int) -> dict[str, Any]:
+    """Registry name and keyword arguments of the network, with model-specific options flattened in."""
+    arguments = {key: value for key, value in model.items() if key != "options"}
+    arguments.update(model.get("options", {}))
+    arguments["spatial_dims"] = spatial_dims
+    return arguments
+
+
 def describe_machine() -> str:
     """Device, CPU threads and versions, for reports next to wall times."""
     if torch.cuda.is_available():
@@ -310,6 +318,7 @@ def _summarise(run: RunSpec, per_case: list[dict[str, Any]], class_names: list[s
         "steps": steps,
         "dice_mean": mean,
         "dice_std": std,
+        "hd95_mean": mean_over_cases([row["hd95_mean"] for row in per_case])[0],
     }
     for index, name in enumerate(class_names, start=1):
         metrics[f"dice_{name}"] = mean_over_cases([row[f"dice_{index}"] for row in per_case])[0]

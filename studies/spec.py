@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from augment import StrategyError, build_strategy, strategy_config
-from segment.models import MODELS
+from segment.models import MODELS, build_model
 
 from .errors import SpecError
 
@@ -77,6 +77,7 @@ class ModelSpec(_Strict):
     name: str = "unet"
     features: list[int] = Field(default_factory=lambda: [8, 16, 32, 64], min_length=2)
     norm: Literal["instance", "batch", "none"] = "instance"
+    options: dict[str, Any] = Field(default_factory=dict, description="further keyword arguments of the model, e.g. deep_supervision")
 
     @field_validator("name")
     @classmethod
@@ -246,6 +247,13 @@ def load_spec(name_or_path: str | Path) -> StudySpec:
         spec = StudySpec.model_validate(raw)
     except ValidationError as error:
         raise SpecError(_format_validation_error(path, error)) from error
+
+    model_kwargs = spec.model.model_dump()
+    model_kwargs.update(model_kwargs.pop("options"))
+    try:
+        build_model(model_kwargs.pop("name"), 1, 2, spatial_dims=spec.dataset.spatial_dims, **model_kwargs)
+    except (TypeError, ValueError) as error:
+        raise SpecError(f"study file {path}: invalid model settings: {error}") from error
 
     for position, strategy in enumerate(spec.strategies):
         try:

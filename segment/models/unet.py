@@ -9,7 +9,7 @@ from .encoder_decoder import EncoderDecoder
 
 
 class UNet(EncoderDecoder):
-    """U-Net (Ronneberger et al., 2015): two convolutions with norm and LeakyReLU per block.
+    """U-Net with two 3x3 convolutions, each with normalisation and LeakyReLU, per block.
 
     Args and shapes as in ``EncoderDecoder``.
     """

@@ -83,6 +83,8 @@ def test_missing_required_key(tmp_path):
         ({"strategies": ["none", "none"]}, "strategies lists a value twice"),
         ({"name": "bad/name"}, "it becomes a folder name"),
         ({"model": {"name": "transformer"}}, "unknown model 'transformer'"),
+        ({"model": {"name": "deeplabv3+", "features": [4, 8, 16]}}, "invalid model settings: deeplabv3\\+ supports only 2D"),
+        ({"model": {"features": [4, 8], "options": {"depth": 3}}}, "invalid model settings: .*depth"),
         ({"training": {"max_steps": 1, "patch_size": [8, 12, 8]}, "model": {"features": [4, 8, 16, 32]}}, "must be multiples of 8"),
     ],
 )

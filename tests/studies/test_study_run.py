@@ -78,7 +78,8 @@ def test_run_folder_contents(finished_study):
         with open(run_dir / "per_case.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
         assert len(rows) == 5
-        assert set(rows[0]) == {"case_id", "dice_1", "dice_2", "dice_mean"}
+        assert set(rows[0]) == {"case_id", "dice_1", "dice_2", "dice_mean", "hd95_1", "hd95_2", "hd95_mean"}
+        assert float(rows[0]["hd95_mean"]) >= 0.0
         config = json.loads((run_dir / "config.json").read_text())
         assert config["strategy"] == result.run.strategy
         assert set(config["train_cases"]).isdisjoint(config["val_cases"])
