@@ -1,36 +1,83 @@
-"""A pipeline of random spatial transforms applied to whole batches with one resample."""
+"""A pipeline of random transforms applied to whole batches with one resample.
+
+Order of operations: all spatial transforms, wherever they are listed (compositions
+included), are composed per sample into one warp that resamples image and label
+once. The intensity transforms then act on the warped image in their listed
+order. Writing an intensity transform before a spatial one therefore does not
+make it act first.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .compose import Composition
+from .intensity import IntensityTransform
 from .spatial import SpatialTransform
 from .warp import IMAGE_PADDING_MODES, LABEL_MODES, warp
 
 Batch = dict[str, Any]
+Transform = SpatialTransform | IntensityTransform | Composition
+
+# Parameters of one node: a transform's tensors, or a composition's
+# {"selected": (B, children) bool, "children": [parameters of each child]}.
+NodeParameters = dict[str, Any]
+
+
+def _walk(
+    nodes: Sequence[Transform], params: Sequence[NodeParameters], active: Tensor | None
+) -> Iterator[tuple[SpatialTransform | IntensityTransform, NodeParameters, Tensor | None]]:
+    """Yield every leaf transform with its parameters and the ``(B,)`` mask of samples it acts on.
+
+    ``active`` is ``None`` where no composition restricts the samples.
+    """
+    if len(nodes) != len(params):
+        raise ValueError(f"parameters are for {len(params)} transforms, but the pipeline has {len(nodes)}")
+    for node, node_params in zip(nodes, params):
+        if isinstance(node, Composition):
+            selected = node_params["selected"]
+            for index, child in enumerate(node.transforms):
+                child_active = selected[:, index] if active is None else active & selected[:, index]
+                yield from _walk([child], [node_params["children"][index]], child_active)
+        else:
+            yield node, node_params, active
+
+
+def _leaves(nodes: Sequence[Transform]) -> Iterator[SpatialTransform | IntensityTransform]:
+    for node in nodes:
+        if isinstance(node, Composition):
+            yield from _leaves(node.transforms)
+        else:
+            yield node
 
 
 class Pipeline:
-    """Sequence of spatial transforms, composed per sample and applied in one warp.
+    """Random spatial and intensity transforms, sampled per sample and applied to a whole batch.
 
-    A batch is a mapping with ``image`` ``(B, C, *S)`` float, optionally
-    ``label`` ``(B, 1, *S)`` integer and ``spacing`` ``(B, D)`` in millimetres
-    (1 mm when absent). Integer images are returned as float32. Other keys pass
-    through unchanged.
+    A batch is a mapping with ``image`` ``(B, C, *S)`` float, optionally ``label``
+    ``(B, 1, *S)`` integer and ``spacing`` ``(B, D)`` in millimetres (1 mm when
+    absent). Integer images are returned as float32. Spatial transforms change
+    ``image`` and ``label``; intensity transforms change ``image`` only. Every
+    other key passes through unchanged, so a second label-like entry such as a
+    probability map is neither warped nor changed.
 
     Args:
-        spatial: transforms in the order they act on the anatomy.
+        transforms: spatial transforms (``augment.spatial``), intensity transforms
+            (``augment.intensity``, ``augment.smoothing``, ``augment.normalize``) and
+            compositions (``augment.compose``). Spatial transforms are listed in the
+            order they act on the anatomy. All of them are fused into one warp,
+            which runs before every intensity transform.
         image_padding: fill of the image outside the field of view, see ``warp``.
         label_mode: ``"nearest"`` or ``"onehot"``, see ``warp``.
     """
 
     def __init__(
         self,
-        spatial: Sequence[SpatialTransform] = (),
+        transforms: Sequence[Transform] = (),
         *,
         image_padding: str = "minimum",
         label_mode: str = "nearest",
@@ -39,12 +86,26 @@ class Pipeline:
             raise ValueError(f"image_padding must be one of {IMAGE_PADDING_MODES}, got {image_padding!r}")
         if label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
-        self.spatial = list(spatial)
+        transforms = list(transforms)
+        for position, node in enumerate(transforms):
+            if not isinstance(node, (SpatialTransform, IntensityTransform, Composition)):
+                raise ValueError(f"transforms[{position}] must be a spatial, intensity or composed transform, got {node!r}")
+        self.transforms = transforms
         self.image_padding = image_padding
         self.label_mode = label_mode
 
+    @property
+    def spatial(self) -> list[SpatialTransform]:
+        """Spatial transforms in the order they are listed, compositions included."""
+        return [t for t in _leaves(self.transforms) if isinstance(t, SpatialTransform)]
+
+    @property
+    def intensity(self) -> list[IntensityTransform]:
+        """Intensity transforms in the order they are listed, compositions included."""
+        return [t for t in _leaves(self.transforms) if isinstance(t, IntensityTransform)]
+
     def __repr__(self) -> str:
-        return f"Pipeline(spatial={self.spatial!r}, image_padding={self.image_padding!r}, label_mode={self.label_mode!r})"
+        return f"Pipeline(transforms={self.transforms!r}, image_padding={self.image_padding!r}, label_mode={self.label_mode!r})"
 
     @staticmethod
     def _spacing(batch: Mapping[str, Any]) -> Tensor:
@@ -57,26 +118,61 @@ class Pipeline:
             raise ValueError(f"spacing must have shape {(image.shape[0], image.ndim - 2)}, got {tuple(spacing.shape)}")
         return spacing
 
-    def sample(self, batch: Mapping[str, Any], generator: torch.Generator) -> list[dict[str, Tensor]]:
-        """Draw the parameters of every transform for every sample of ``batch``."""
+    def _sample_node(self, node: Transform, image_shape: tuple[int, ...], spacing: Tensor, generator: torch.Generator) -> NodeParameters:
+        if isinstance(node, SpatialTransform):
+            return node.sample(image_shape[0], image_shape[2:], spacing, generator)
+        if isinstance(node, IntensityTransform):
+            return node.sample(image_shape, spacing, generator)
+        # The choice is drawn before the children, and every child draws its parameters
+        # for every sample, so the random stream does not depend on which children are selected.
+        selected = node.select(image_shape[0], generator)
+        children = [self._sample_node(child, image_shape, spacing, generator) for child in node.transforms]
+        return {"selected": selected, "children": children}
+
+    def sample(self, batch: Mapping[str, Any], generator: torch.Generator) -> list[NodeParameters]:
+        """Draw the parameters of every transform for every sample of ``batch``, one entry per listed transform."""
         image = batch["image"]
         if image.ndim not in (4, 5):
             raise ValueError(f"image must be (B, C, X, Y) or (B, C, X, Y, Z), got shape {tuple(image.shape)}")
-        shape = tuple(image.shape[2:])
+        image_shape = tuple(int(n) for n in image.shape)
         spacing = self._spacing(batch)
-        return [t.sample(image.shape[0], shape, spacing, generator) for t in self.spatial]
+        return [self._sample_node(node, image_shape, spacing, generator) for node in self.transforms]
 
-    def forward_matrices(self, params: Sequence[Mapping[str, Tensor]], batch_size: int, ndim: int) -> Tensor:
-        """Composed forward maps ``(B, D + 1, D + 1)`` in centred millimetres."""
-        total = torch.eye(ndim + 1, dtype=torch.float64).repeat(batch_size, 1, 1)
-        for transform, p in zip(self.spatial, params):
-            matrix = transform.matrix(p, ndim)
-            if matrix is not None:
-                total = matrix @ total
+    def forward_matrices(self, params: Sequence[NodeParameters], batch_size: int, ndim: int) -> Tensor:
+        """Composed forward maps ``(B, D + 1, D + 1)`` in centred millimetres.
+
+        A spatial transform counts as the identity for samples that its compositions
+        did not select.
+        """
+        identity = torch.eye(ndim + 1, dtype=torch.float64).repeat(batch_size, 1, 1)
+        total = identity
+        for transform, transform_params, active in _walk(self.transforms, params, None):
+            if not isinstance(transform, SpatialTransform):
+                continue
+            matrix = transform.matrix(transform_params, ndim)
+            if matrix is None:
+                continue
+            if active is not None:
+                matrix = torch.where(active[:, None, None], matrix, identity)
+            total = matrix @ total
         return total
 
-    def apply(self, batch: Mapping[str, Any], params: Sequence[Mapping[str, Tensor]]) -> Batch:
-        """Apply recorded parameters to ``batch``; the same parameters give the same output."""
+    def _displacement(self, params: Sequence[NodeParameters], image: Tensor) -> Tensor | None:
+        shape = tuple(image.shape[2:])
+        displacement = None
+        for transform, transform_params, active in _walk(self.transforms, params, None):
+            if not isinstance(transform, SpatialTransform):
+                continue
+            field = transform.displacement({k: v.to(image.device, torch.float32) for k, v in transform_params.items()}, shape)
+            if field is None:
+                continue
+            if active is not None:
+                field = field * active.to(field.device, field.dtype).view(-1, *(1,) * (field.ndim - 1))
+            displacement = field if displacement is None else displacement + field
+        return displacement
+
+    def apply(self, batch: Mapping[str, Any], params: Sequence[NodeParameters]) -> Batch:
+        """Apply recorded parameters to ``batch``. The same parameters give the same output."""
         out = dict(batch)
         image = batch["image"]
         # Integer images become float32 whether or not a transform runs, so every strategy
@@ -84,29 +180,32 @@ class Pipeline:
         if not image.is_floating_point():
             image = image.to(torch.float32)
             out["image"] = image
-        if not self.spatial:
-            return out
-        label = batch.get("label")
-        shape = tuple(image.shape[2:])
-        forward = self.forward_matrices(params, image.shape[0], len(shape))
+        spacing = self._spacing(batch)
+        leaves = list(_walk(self.transforms, params, None))
 
-        displacement = None
-        for transform, p in zip(self.spatial, params):
-            field = transform.displacement({k: v.to(image.device, torch.float32) for k, v in p.items()}, shape)
-            if field is not None:
-                displacement = field if displacement is None else displacement + field
+        if any(isinstance(transform, SpatialTransform) for transform, _, _ in leaves):
+            label = batch.get("label")
+            forward = self.forward_matrices(params, image.shape[0], image.ndim - 2)
+            image, warped_label = warp(
+                image,
+                label,
+                spacing,
+                forward,
+                self._displacement(params, image),
+                image_padding=self.image_padding,
+                label_mode=self.label_mode,
+            )
+            out["image"] = image
+            if label is not None:
+                out["label"] = warped_label
 
-        out["image"], out["label"] = warp(
-            image,
-            label,
-            self._spacing(batch),
-            forward,
-            displacement,
-            image_padding=self.image_padding,
-            label_mode=self.label_mode,
-        )
-        if label is None:
-            del out["label"]
+        for transform, transform_params, active in leaves:
+            if not isinstance(transform, IntensityTransform):
+                continue
+            if active is not None:
+                transform_params = dict(transform_params, applied=transform_params["applied"] & active[:, None])
+            image = transform.apply(image, transform_params, spacing)
+        out["image"] = image
         return out
 
     def __call__(self, batch: Mapping[str, Any], generator: torch.Generator) -> Batch:

@@ -31,6 +31,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from augment import build_worker_transform
 from segment import SegmentationDataModule, SegmentationModule, mean_over_cases
 from segment.data import MSDDataset, kfold_split, nnunet_split, resolve_data_root, training_subset
 from segment.data.png import PNGDataset
@@ -254,6 +255,8 @@ def train_run(spec, run, run_dir: Path, dataset: MSDDataset, splits, cases, list
         batch_size=training.batch_size,
         max_steps=training.max_steps,
         seed=run.seed,
+        # MRI artifacts (TorchIO) run per sample while patches are loaded; the rest on the batch.
+        worker_transform=build_worker_transform(run.config["strategy_config"]),
     )
     wandb_logger = make_wandb_logger(spec.tracking, study=spec.name, run_id=run.run_id, run_dir=run_dir, config=run.config)
     trainer = L.Trainer(

@@ -113,14 +113,18 @@ INTEGER_IMAGES = {"uint8_ramp_2d": uint8_ramp, "int16_volume_3d": int16_volume}
 def test_integer_image_gives_float_output(image_name, preset, seed):
     image = INTEGER_IMAGES[image_name]()
     batch = {"image": image, "label": (image > 100).to(torch.int64)}
+    pipeline = build_strategy(always_applied(preset))
 
-    out = build_strategy(always_applied(preset))(batch, derive_generator(seed))
+    out = pipeline(batch, derive_generator(seed))
 
     assert out["image"].dtype == torch.float32
     assert out["image"].shape == image.shape
     assert torch.isfinite(out["image"]).all()
-    assert out["image"].min() >= float(image.min())
-    assert out["image"].max() <= float(image.max())
+    # Resampling interpolates between input values, so spatial-only presets stay within
+    # the input range. Intensity transforms such as noise and brightness leave it by design.
+    if not pipeline.intensity:
+        assert out["image"].min() >= float(image.min())
+        assert out["image"].max() <= float(image.max())
 
 
 @pytest.mark.parametrize("image_name", sorted(INTEGER_IMAGES))
