@@ -157,19 +157,27 @@ class Pipeline:
             total = matrix @ total
         return total
 
-    def _displacement(self, params: Sequence[NodeParameters], image: Tensor) -> Tensor | None:
+    def _displacement(self, params: Sequence[NodeParameters], image: Tensor) -> list[Tensor] | None:
+        """Displacement fields of the spatial transforms, at their control points where a transform gives them.
+
+        ``warp`` interpolates control-point fields tile by tile, which avoids
+        building a full-resolution field for the whole batch.
+        """
         shape = tuple(image.shape[2:])
-        displacement = None
+        fields = []
         for transform, transform_params, active in _walk(self.transforms, params, None):
             if not isinstance(transform, SpatialTransform):
                 continue
-            field = transform.displacement({k: v.to(image.device, torch.float32) for k, v in transform_params.items()}, shape)
+            device_params = {k: v.to(image.device, torch.float32) for k, v in transform_params.items()}
+            field = transform.control_point_displacement(device_params)
+            if field is None:
+                field = transform.displacement(device_params, shape)
             if field is None:
                 continue
             if active is not None:
                 field = field * active.to(field.device, field.dtype).view(-1, *(1,) * (field.ndim - 1))
-            displacement = field if displacement is None else displacement + field
-        return displacement
+            fields.append(field)
+        return fields or None
 
     def apply(self, batch: Mapping[str, Any], params: Sequence[NodeParameters]) -> Batch:
         """Apply recorded parameters to ``batch``. The same parameters give the same output."""
@@ -197,6 +205,10 @@ class Pipeline:
             )
             out["image"] = image
             if label is not None:
+                # Lateralised classes exchange where a flip with a label-swap map acted.
+                for transform, transform_params, active in leaves:
+                    if isinstance(transform, SpatialTransform):
+                        warped_label = transform.relabel(warped_label, transform_params, active)
                 out["label"] = warped_label
 
         for transform, transform_params, active in leaves:

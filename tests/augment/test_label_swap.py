@@ -95,7 +95,6 @@ def test_relabel_swaps_several_pairs():
     assert out[0, 0, 0].tolist() == [2, 1, 4, 3, 5, 0]
 
 
-@pytest.mark.xfail(strict=True, reason="Pipeline.apply does not call SpatialTransform.relabel yet")
 def test_pipeline_flip_with_swap_restores_lateral_label():
     batch = {"image": torch.zeros(1, 1, 4, 4), "label": torch.tensor(LATERAL_LABEL).reshape(1, 1, 4, 4)}
     pipeline = Pipeline([RandomFlip(axes=[0], p=1.0, label_swap={1: 2}, left_right_axis=0)])
