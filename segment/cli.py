@@ -84,18 +84,36 @@ def predict_command(
     source: Annotated[Path, typer.Argument(help="Decathlon dataset folder (with dataset.json) or a folder of NIfTI images.")],
     output: Annotated[Path, typer.Argument(help="Folder for the predicted label maps, one <case id>.nii.gz each.")],
     cases: Annotated[Optional[Path], typer.Option(help="Only these cases: a run's config.json (its validation cases) or a text file of ids.")] = None,
+    patch_size: Annotated[Optional[str], typer.Option(help="Predict with Gaussian-weighted sliding windows of this size in voxels, e.g. 32,48,32; default: the whole image at once.")] = None,
+    overlap: Annotated[float, typer.Option(help="Overlap of neighbouring sliding windows, as a fraction of the window.")] = 0.5,
+    tta: Annotated[bool, typer.Option("--tta", help="Average the softmax over all axis flips (test-time augmentation).")] = False,
 ) -> None:
     """Predict label maps that carry each source image's affine."""
     net, hparams = load_checkpoint(checkpoint)
     divisor = net.divisor
     case_ids = _read_case_list(cases) if cases else None
+    window = _parse_patch_size(patch_size, net.spatial_dims)
+    if not 0.0 <= overlap < 1.0:
+        raise DataError(f"--overlap must be in [0, 1), got {overlap}")
     written = 0
     for case_id, image, affine, _ in track(list(iter_images(source, case_ids)), description="predicting", console=console):
         with torch.no_grad():
-            labels = predict_labels(net, torch.from_numpy(image)[None], divisor)[0]
+            labels = predict_labels(net, torch.from_numpy(image)[None], divisor, patch_size=window, overlap=overlap, flip_tta=tta)[0]
         save_nifti(output / f"{case_id}{NIFTI}", labels.numpy(), affine, label=True)
         written += 1
     console.print(f"wrote {written} label maps to {output}")
+
+
+def _parse_patch_size(text: str | None, spatial_dims: int) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError as error:
+        raise DataError(f"--patch-size must be whole numbers separated by commas, e.g. 32,48,32; got {text!r}") from error
+    if any(size < 1 for size in sizes) or len(sizes) != spatial_dims:
+        raise DataError(f"--patch-size needs {spatial_dims} positive sizes for this model, got {text!r}")
+    return sizes
 
 
 def _reference_labels(reference: Path) -> tuple[dict[str, Path], set[int] | None]:

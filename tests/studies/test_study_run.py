@@ -7,6 +7,8 @@ import shutil
 import csv
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -148,3 +150,24 @@ def test_predict_then_evaluate_reproduces_run_dice(finished_study, hippocampus_f
     assert sorted(row["case_id"] for row in rows) == json.loads((run_dir / "config.json").read_text())["val_cases"]
     mean = sum(float(row["dice_mean"]) for row in rows) / len(rows)
     assert mean == pytest.approx(results[0].metrics["dice_mean"], abs=1e-3)
+
+
+def test_predict_with_sliding_window_and_flips(finished_study, tmp_path):
+    from tests.studies.test_cli import error_line, medaug
+
+    study_file, study_dir, results = finished_study
+    run_dir = study_dir / results[0].run.run_id
+    dataset = yaml.safe_load(study_file.read_text())["dataset"]["path"]
+    common = ["segment", "predict", str(run_dir / "model.pt"), dataset, str(tmp_path / "pred"), "--cases", str(run_dir / "config.json")]
+
+    result = medaug(*common, "--patch-size", "16,24,16", "--tta")
+    assert result.returncode == 0, result.stderr
+    for case_id in json.loads((run_dir / "config.json").read_text())["val_cases"]:
+        predicted = nib.load(tmp_path / "pred" / f"{case_id}.nii.gz")
+        reference = nib.load(Path(dataset) / "labelsTr" / f"{case_id}.nii.gz")
+        assert predicted.shape == reference.shape
+        assert np.allclose(predicted.affine, reference.affine)
+
+    bad = medaug(*common, "--patch-size", "16,24")
+    assert bad.returncode == 2
+    assert "--patch-size needs 3 positive sizes" in error_line(bad)
