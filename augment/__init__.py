@@ -30,6 +30,8 @@ from .strategies import (
 )
 from .warp import warp
 
+from .tta import invert_spatial, tta_predict
+
 __all__ = [
     "ARTIFACTS",
     "COMPOSITIONS",
@@ -67,6 +69,8 @@ __all__ = [
     "derive_generator",
     "derive_seed",
     "gaussian_blur",
+    "invert_spatial",
     "strategy_config",
+    "tta_predict",
     "warp",
 ]

@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from augment import StrategyError
+from augment.cli import app as augment_app
 from segment.cli import app as segment_app
 from segment.errors import DataError
 
@@ -23,6 +24,7 @@ app = typer.Typer(name="medaug", help="Measure which data augmentation helps med
 study_app = typer.Typer(help="Run augmentation ablation studies and report them.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
 app.add_typer(segment_app, name="segment")
+app.add_typer(augment_app, name="augment")
 
 console = Console(stderr=True)
 
