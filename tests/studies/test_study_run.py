@@ -44,7 +44,9 @@ def write_study(tmp_path: Path, dataset: Path, *, max_steps: int, tracking: str 
         "folds": [0],
         "seeds": [0],
         "model": {"name": "unet", "features": [4, 8, 16, 32]},
-        "training": {"max_steps": max_steps, "batch_size": 2, "patch_size": [32, 48, 32], "val_every_steps": 2},
+        # One thread: two torch processes with two threads each on two cores (a test
+        # and anything else running) slow each other down many times over.
+        "training": {"max_steps": max_steps, "batch_size": 2, "patch_size": [32, 48, 32], "val_every_steps": 2, "threads": 1},
         "tracking": {"mode": tracking, "project": "medaug-tests"},
     }
     path = tmp_path / "tiny.yaml"
