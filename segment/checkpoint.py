@@ -31,7 +31,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        raise DataError(f"cannot load checkpoint {path} safely ({type(error).__name__}: {str(error).splitlines()[0]}); use a model.pt written by medaug") from error
+        # PyTorch's own message suggests weights_only=False, which would run code from the file.
+        raise DataError(f"cannot load checkpoint {path} safely ({type(error).__name__}); it is not a model.pt written by medaug or it is corrupt") from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise DataError(f"{path} is not a medaug checkpoint (expected keys 'state_dict' and 'hyper_parameters')")
 

@@ -39,8 +39,12 @@ def _read_case_list(path: Path) -> list[str]:
         config = json.loads(path.read_text())
         if "val_cases" not in config:
             raise DataError(f"{path} has no 'val_cases'; give a run's config.json or a text file of case ids")
-        return list(config["val_cases"])
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        cases = list(config["val_cases"])
+    else:
+        cases = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not cases:
+        raise DataError(f"case list {path} is empty; list one case id per line")
+    return cases
 
 
 def _case_files(folder: Path) -> dict[str, list[Path]]:

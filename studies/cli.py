@@ -155,7 +155,8 @@ def main() -> None:
     try:
         app()
     except USER_ERRORS as error:
-        console.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+        # markup=False: paths and YAML snippets may contain square brackets.
+        console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True, style="bold red")
         sys.exit(2)
 
 

@@ -119,6 +119,12 @@ def write_report(study_dir: Path) -> Path | None:
     strategies = study["strategies"]
     baseline = study.get("baseline") or strategies[0]
     runs, rows = collect_results(study_dir)
+    current = set(study.get("run_ids", [metrics["run_id"] for metrics in runs]))
+    stale = [metrics["run_id"] for metrics in runs if metrics["run_id"] not in current]
+    if stale:
+        logger.warning("leaving %d finished runs of an earlier version of the study out of the report: %s", len(stale), ", ".join(stale[:3]))
+    runs = [metrics for metrics in runs if metrics["run_id"] in current]
+    rows = [row for row in rows if row["run_id"] in current]
     if not runs:
         logger.warning("no finished runs in %s; no report written", study_dir)
         return None
@@ -167,6 +173,8 @@ def write_report(study_dir: Path) -> Path | None:
             f"| `{metrics['run_id']}` | {metrics['train_cases']} | {metrics['val_cases']} | {metrics['steps']} | "
             f"{metrics['dice_mean']:.4f} | {metrics.get('wall_time_s', float('nan')):.0f} |"
         )
+    if stale:
+        lines += ["", f"NOTE: {len(stale)} finished runs in this folder belong to an earlier version of the study file and are not included."]
     expected = len(study["strategies"]) * len(study["train_fractions"]) * len(study["folds"]) * len(study["seeds"])
     if len(runs) < expected:
         lines += ["", f"NOTE: only {len(runs)} of {expected} runs have finished; rerun the study to complete it."]

@@ -152,8 +152,13 @@ def run_study(
     needed = sorted({case for run in runs for part in run_cases(spec, run, splits) for case in part})
     logger.info("loading %d cases of %s", len(needed), dataset.folder)
     cases = {case_id: dataset.load(case_id) for case_id in needed}
+    channels = {case_id: case.image.shape[0] for case_id, case in cases.items()}
+    if len(set(channels.values())) > 1:
+        odd = min(channels, key=lambda c: list(channels.values()).count(channels[c]))
+        raise DataError(f"case {odd} has {channels[odd]} image channels but other cases have {sorted(set(channels.values()) - {channels[odd]})}; every case needs the same channels")
 
-    write_json(study_dir / "study.json", spec.model_dump())
+    # The run ids let the report leave out runs of an earlier version of the study file.
+    write_json(study_dir / "study.json", {**spec.model_dump(), "run_ids": [run.run_id for run in runs]})
     finished = {run.run_id for run in runs if is_finished(study_dir / run.run_id)}
     listener.study_started(runs, finished)
 

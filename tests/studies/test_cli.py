@@ -168,3 +168,10 @@ def test_killed_study_resumes_without_retraining(hippocampus_folder, tmp_path):
     second = json.loads(next(study_dir.glob("rigid-*/metrics.json")).read_text())
     assert second["steps"] == 60
     assert "| rigid |" in (study_dir / "report.md").read_text()
+
+
+def test_error_line_keeps_square_brackets(tmp_path):
+    study = synthetic_study(tmp_path, tmp_path / "Synthetic")
+    missing = tmp_path / "[data]" / "root"
+    result = medaug("study", "run", str(study), "--data-root", str(missing))
+    assert str(missing) in error_line(result)

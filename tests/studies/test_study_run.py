@@ -173,3 +173,20 @@ def test_predict_with_sliding_window_and_flips(finished_study, tmp_path):
     bad = medaug(*common, "--patch-size", "16,24")
     assert bad.returncode == 2
     assert "--patch-size needs 3 positive sizes" in error_line(bad)
+
+
+def test_report_leaves_out_runs_of_an_earlier_study_version(finished_study, tmp_path):
+    from studies.report import write_report
+
+    _, study_dir, results = finished_study
+    copy = tmp_path / "tiny"
+    shutil.copytree(study_dir, copy)
+    study = json.loads((copy / "study.json").read_text())
+    study["run_ids"] = [results[0].run.run_id]
+    (copy / "study.json").write_text(json.dumps(study))
+
+    report = write_report(copy).read_text()
+
+    assert "| none |" in report
+    assert "| rigid |" not in report
+    assert "1 finished runs in this folder belong to an earlier version" in report
