@@ -90,6 +90,8 @@ def run_command(
     from .spec import TrackingSpec, find_study_file, load_spec
 
     spec = load_spec(study_file)
+    if output.exists() and not output.is_dir():
+        raise SpecError(f"--output {output} is a file; give a folder for the results")
     if tracking is not None:
         if tracking not in ("offline", "online", "disabled"):
             raise SpecError(f"--tracking must be offline, online or disabled, got {tracking!r}")

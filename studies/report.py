@@ -15,6 +15,7 @@ from segment import mean_over_cases
 
 from segment.files import atomic_write, write_csv, write_text
 
+from .errors import SpecError
 from .stats import bootstrap_ci, holm, wilcoxon_p
 
 logger = logging.getLogger(__name__)
@@ -24,9 +25,15 @@ def collect_results(study_dir: Path) -> tuple[list[dict[str, Any]], list[dict[st
     """Metrics of every finished run and one row per (run, case), read from ``study_dir``."""
     runs, rows = [], []
     for metrics_file in sorted(study_dir.glob("*/metrics.json")):
-        metrics = json.loads(metrics_file.read_text())
+        per_case = metrics_file.parent / "per_case.csv"
+        try:
+            metrics = json.loads(metrics_file.read_text())
+        except json.JSONDecodeError as error:
+            raise SpecError(f"{metrics_file} is corrupt ({error}); delete {metrics_file.parent} and rerun the study to train that run again") from error
+        if not per_case.is_file():
+            raise SpecError(f"{per_case} is missing; delete {metrics_file.parent} and rerun the study to train that run again")
         runs.append(metrics)
-        with open(metrics_file.parent / "per_case.csv", newline="") as handle:
+        with open(per_case, newline="") as handle:
             for row in csv.DictReader(handle):
                 rows.append({
                     "run_id": metrics["run_id"],
@@ -115,8 +122,12 @@ def _plot(case_means: dict[tuple[str, float], dict[str, float]], strategies: lis
 
 def write_report(study_dir: Path) -> Path | None:
     """Write ``report.md``, ``results.csv`` and ``dice.png`` for the finished runs in ``study_dir``."""
-    study = json.loads((study_dir / "study.json").read_text())
-    strategies = study["strategies"]
+    study_file = study_dir / "study.json"
+    try:
+        study = json.loads(study_file.read_text())
+        strategies = study["strategies"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise SpecError(f"{study_file} is corrupt ({type(error).__name__}: {error}); rerun `medaug study run` with the study file to rewrite it") from error
     baseline = study.get("baseline") or strategies[0]
     runs, rows = collect_results(study_dir)
     current = set(study.get("run_ids", [metrics["run_id"] for metrics in runs]))

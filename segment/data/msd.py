@@ -121,7 +121,16 @@ class MSDDataset:
     def _inside(self, relative: str, manifest: Path) -> Path:
         path = self.folder / relative
         root = self.folder.resolve()
-        if Path(relative).is_absolute() or not path.resolve().is_relative_to(root):
+        if Path(relative).is_absolute():
+            raise DataError(f"{manifest}: path {relative!r} is absolute; paths must be relative to the dataset folder {self.folder}")
+        if not path.resolve().is_relative_to(root):
+            inside = [self.folder / Path(*Path(relative).parts[: k + 1]) for k in range(len(Path(relative).parts))]
+            links = [p for p in inside if p.is_symlink()]
+            if links:
+                raise DataError(
+                    f"{manifest}: {links[0]} is a symbolic link to {links[0].resolve()}, outside the dataset folder; "
+                    "copy the data into the folder, or point --data-root at the folder the link leads to"
+                )
             raise DataError(f"{manifest}: path {relative!r} points outside the dataset folder {self.folder}; paths must stay inside it")
         return path
 

@@ -274,7 +274,7 @@ def test_absolute_path_entry_rejected(tmp_path):
     message = _construction_error(folder)
 
     assert str(outside) in message
-    assert "outside the dataset folder" in message
+    assert "is absolute; paths must be relative to the dataset folder" in message
 
 
 def test_symlink_out_of_dataset_rejected(tmp_path):
@@ -286,7 +286,8 @@ def test_symlink_out_of_dataset_rejected(tmp_path):
 
     message = _construction_error(folder)
 
-    assert "./imagesTr/case_000.nii.gz" in message
+    assert str(folder / "imagesTr" / "case_000.nii.gz") in message
+    assert "is a symbolic link" in message
     assert "outside the dataset folder" in message
 
 

@@ -175,3 +175,21 @@ def test_error_line_keeps_square_brackets(tmp_path):
     missing = tmp_path / "[data]" / "root"
     result = medaug("study", "run", str(study), "--data-root", str(missing))
     assert str(missing) in error_line(result)
+
+
+def test_report_of_corrupt_study_json(tmp_path):
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    (study_dir / "study.json").write_text("{not json")
+    result = medaug("study", "report", str(study_dir))
+    assert result.returncode == 2
+    assert f"{study_dir / 'study.json'} is corrupt" in error_line(result)
+
+
+def test_output_that_is_a_file(tmp_path):
+    study = synthetic_study(tmp_path, tmp_path / "Synthetic")
+    target = tmp_path / "results.txt"
+    target.write_text("")
+    result = medaug("study", "run", str(study), "--data-root", str(tmp_path), "-o", str(target))
+    assert result.returncode == 2
+    assert f"--output {target} is a file" in error_line(result)
