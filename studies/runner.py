@@ -76,6 +76,11 @@ class _StepCallback(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.listener.run_step(self.run, trainer.global_step)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # Lightning turns Ctrl-C into a silent exit with status 1; say what happened and what to do.
+        if isinstance(exception, KeyboardInterrupt):
+            logger.warning("run %s interrupted at step %d; rerun the study to resume (finished runs are kept)", self.run.run_id, trainer.global_step)
+
 
 def dataset_folder(spec: StudySpec, data_root: str | Path | None) -> Path:
     """Folder of the study's dataset: ``dataset.path`` if set, else ``<data root>/<dataset.name>``."""

@@ -193,3 +193,22 @@ def test_output_that_is_a_file(tmp_path):
     result = medaug("study", "run", str(study), "--data-root", str(tmp_path), "-o", str(target))
     assert result.returncode == 2
     assert f"--output {target} is a file" in error_line(result)
+
+
+def test_interrupted_study_says_how_to_resume(tmp_path):
+    dataset = make_msd_dataset(tmp_path / "Synthetic")
+    study = synthetic_study(tmp_path, dataset, training={"max_steps": 100000, "batch_size": 1, "patch_size": [8, 8, 8], "threads": 1})
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "studies.cli", "study", "run", str(study), "--data-root", str(tmp_path), "-o", str(output)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    try:
+        _wait_for(lambda: len(list(output.glob("cli/*/config.json"))) == 1, 120, process)
+        time.sleep(3)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    assert "interrupted at step" in stderr
+    assert "rerun the study to resume" in stderr
