@@ -16,6 +16,7 @@ removed and the run trains again from the start.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -215,8 +216,6 @@ def _train_in_worker(spec: StudySpec, run: RunSpec, run_dir: Path, data_root, th
 
 
 def _read_metrics(run_dir: Path) -> dict[str, Any]:
-    import json
-
     return json.loads((run_dir / COMPLETION_MARKER).read_text())
 
 
