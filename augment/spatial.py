@@ -2,10 +2,10 @@
 
 Coordinates: every transform works in physical space, in millimetres, centred on
 the middle of the field of view, with axes in tensor order (the voxel order of
-the file). A transform describes what happens to the anatomy (the forward map);
-the warp samples the input at the inverse of the composed forward map, so the
-spacing of anisotropic volumes is honoured (a 10 degree rotation turns the
-anatomy by 10 degrees, whatever the voxel size).
+the file). A transform describes what happens to the anatomy (the forward map).
+The warp samples the input at the inverse of the composed forward map. Because
+this happens in millimetres, the spacing of anisotropic volumes is honoured: a
+10 degree rotation turns the anatomy by 10 degrees, whatever the voxel size.
 
 Each transform samples its parameters for a whole batch from an explicit
 ``torch.Generator`` on the CPU, so the same seed gives the same parameters on

@@ -5,7 +5,7 @@ spacing ``(B, D)`` in millimetres, with ``S`` of length ``D`` (2 or 3).
 
 Samples whose composed map sends voxel centres onto voxel centres (flips, exact
 90 degree rotations, whole-voxel translations, identity) are copied by index, so
-their values are bit-exact; every other sample is resampled with ``grid_sample``.
+their values are bit-exact. Every other sample is resampled with ``grid_sample``.
 
 The sampling grid is never built for the whole batch at once. It is kept in a
 separable form (see ``_SamplingGrid``) and built one tile of output voxels at a

@@ -14,10 +14,10 @@ from segment.losses import DiceCELoss
 from segment.models import build_model
 
 from .runner import is_finished
-from .spec import RunSpec, StudySpec, expand_runs
+from .spec import RunSpec, StudySpec, expand_runs, model_arguments
 
-# Validation, data loading and W&B start-up per run, measured on the quick
-# hippocampus study on a 2-core CPU (about 15 s); an estimate for other datasets.
+# Seconds per run for validation, data loading and W&B start-up. Measured on the
+# quick hippocampus study on a 2-core CPU, so it is only an estimate for other datasets.
 OVERHEAD_PER_RUN_S = 15.0
 
 
@@ -35,9 +35,8 @@ def measure_step_time(spec: StudySpec, strategy: str, *, steps: int = 5) -> floa
     warm-up step; the median ignores steps slowed by other processes.
     """
     torch.manual_seed(0)
-    model_kwargs = spec.model.model_dump()
-    model_kwargs.update(model_kwargs.pop("options"))
-    net = build_model(model_kwargs.pop("name"), 1, 3, spatial_dims=spec.dataset.spatial_dims, **model_kwargs)
+    model_kwargs = model_arguments(spec.model.model_dump(), spec.dataset.spatial_dims)
+    net = build_model(model_kwargs.pop("name"), 1, 3, **model_kwargs)
     optimizer = torch.optim.AdamW(net.parameters())
     loss_function = DiceCELoss()
     pipeline = build_strategy(strategy)
@@ -58,7 +57,7 @@ def measure_step_time(spec: StudySpec, strategy: str, *, steps: int = 5) -> floa
 
 
 def plan_study(spec: StudySpec, *, study_path: Path | None, output_dir: Path) -> list[PlannedRun]:
-    """Every run of the study with its status and estimated training time in seconds."""
+    """List every run of the study with its status and estimated training time in seconds."""
     study_dir = output_dir / spec.name
     step_times = {strategy: measure_step_time(spec, strategy) for strategy in spec.strategies}
     planned = []

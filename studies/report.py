@@ -59,9 +59,9 @@ def summarise(rows: list[dict[str, Any]], strategies: list[str], baseline: str) 
     """Summarise each (strategy, fraction) over cases, with the paired comparison to the baseline.
 
     Each row has the mean, median and standard deviation of per-case foreground
-    Dice, a bootstrap 95 % interval of the mean, the mean per-case difference to
-    the baseline, and its Wilcoxon signed-rank p-value, Holm-adjusted across the
-    strategies of the same training fraction.
+    Dice and a bootstrap 95 % interval of the mean. It also has the mean per-case
+    difference to the baseline and its Wilcoxon signed-rank p-value, which is
+    Holm-adjusted across the strategies of the same training fraction.
     """
     case_means = _case_means(rows)
     hd95_means = _case_means(rows, "hd95_mean")

@@ -41,7 +41,7 @@ from segment.errors import DataError
 from segment.files import atomic_write, write_csv, write_json
 from .errors import SpecError
 from .report import write_report
-from .spec import RunSpec, StudySpec, expand_runs
+from .spec import RunSpec, StudySpec, expand_runs, model_arguments
 from .tracking import finish_wandb, make_wandb_logger
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class _StepCallback(L.Callback):
         self.listener.run_step(self.run, trainer.global_step)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        # Lightning turns Ctrl-C into a silent exit with status 1; say what happened and what to do.
+        # Lightning turns Ctrl-C into a silent exit with status 1, so log the interrupted run and how to resume.
         if isinstance(exception, KeyboardInterrupt):
             logger.warning("run %s interrupted at step %d; rerun the study to resume (finished runs are kept)", self.run.run_id, trainer.global_step)
 
@@ -187,7 +187,10 @@ def run_study(
 
 
 def _train_in_processes(spec, pending, study_dir, data_root, workers, listener) -> dict[str, RunResult]:
-    """Train ``pending`` runs in ``workers`` spawned processes; a crashed worker fails only its run."""
+    """Train ``pending`` runs in ``workers`` spawned processes.
+
+    A worker that raises or dies marks its run as failed; the other runs go on.
+    """
     threads = spec.training.threads or max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     results = {}
@@ -251,7 +254,7 @@ def train_run(spec, run, run_dir: Path, dataset: MSDDataset, splits, cases, list
         in_channels=cases[train_ids[0]].image.shape[0],
         num_classes=dataset.num_classes,
         class_names=foreground_names,
-        model=_model_arguments(run.config["model"], dataset.spatial_dims),
+        model=model_arguments(run.config["model"], dataset.spatial_dims),
         augmentation=run.config["strategy_config"],
         learning_rate=training.learning_rate,
         max_steps=training.max_steps,
@@ -298,14 +301,6 @@ def train_run(spec, run, run_dir: Path, dataset: MSDDataset, splits, cases, list
     metrics["wandb_dir"] = finish_wandb(wandb_logger, per_case=per_case, summary={k: v for k, v in metrics.items() if k.startswith("dice")})
     write_json(run_dir / COMPLETION_MARKER, metrics)
     return metrics
-
-
-def _model_arguments(model: dict[str, Any], spatial_dims: int) -> dict[str, Any]:
-    """Registry name and keyword arguments of the network, with model-specific options flattened in."""
-    arguments = {key: value for key, value in model.items() if key != "options"}
-    arguments.update(model.get("options", {}))
-    arguments["spatial_dims"] = spatial_dims
-    return arguments
 
 
 def describe_machine() -> str:

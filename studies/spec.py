@@ -185,6 +185,14 @@ class StudySpec(_Strict):
         return self.baseline or self.strategies[0]
 
 
+def model_arguments(model: dict[str, Any], spatial_dims: int) -> dict[str, Any]:
+    """Return the registry name and keyword arguments of a model, with its ``options`` flattened in."""
+    arguments = {key: value for key, value in model.items() if key != "options"}
+    arguments.update(model.get("options", {}))
+    arguments["spatial_dims"] = spatial_dims
+    return arguments
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) if not isinstance(part, int) else f"[{part}]" for part in loc).replace(".[", "[")
 
@@ -248,10 +256,9 @@ def load_spec(name_or_path: str | Path) -> StudySpec:
     except ValidationError as error:
         raise SpecError(_format_validation_error(path, error)) from error
 
-    model_kwargs = spec.model.model_dump()
-    model_kwargs.update(model_kwargs.pop("options"))
+    model_kwargs = model_arguments(spec.model.model_dump(), spec.dataset.spatial_dims)
     try:
-        build_model(model_kwargs.pop("name"), 1, 2, spatial_dims=spec.dataset.spatial_dims, **model_kwargs)
+        build_model(model_kwargs.pop("name"), 1, 2, **model_kwargs)
     except (TypeError, ValueError) as error:
         raise SpecError(f"study file {path}: invalid model settings: {error}") from error
 

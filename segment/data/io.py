@@ -91,9 +91,9 @@ def save_nifti(
         affine: 4x4 voxel-to-world matrix, stored as both sform and qform (code 1).
         label: store as the smallest integer type that fits the values (uint8,
             int16 or int32); values must be whole numbers.
-        header: optional template (for example the source image's); its
-            intensity scaling is always reset to slope 1 and intercept 0, so
-            values are stored exactly as given.
+        header: optional template, for example the source image's header. Its
+            intensity scaling is reset to slope 1 and intercept 0, so values are
+            stored exactly as given.
 
     Raises:
         DataError: when ``array`` is not 2D or 3D, or a label value is not whole.

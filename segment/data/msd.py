@@ -1,9 +1,9 @@
 """Reader for the Medical Segmentation Decathlon layout, which also covers nnU-Net raw datasets.
 
 A dataset folder contains ``dataset.json``, ``imagesTr/`` and ``labelsTr/``. The MSD
-schema lists ``training`` pairs and ``labels`` as ``{"0": "background", ...}``;
-the nnU-Net v2 raw schema has ``labels`` as ``{"background": 0, ...}``,
-``file_ending``, and images named ``<case>_0000<file_ending>`` per channel.
+schema lists ``training`` pairs and ``labels`` as ``{"0": "background", ...}``.
+The nnU-Net v2 raw schema has ``labels`` as ``{"background": 0, ...}`` and
+``file_ending``, and names images ``<case>_0000<file_ending>``, one per channel.
 """
 
 from __future__ import annotations

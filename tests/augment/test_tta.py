@@ -54,7 +54,7 @@ def test_elastic_cannot_be_inverted():
         invert_spatial(pipeline, augmented["image"], augmented["augmentation"])
 
 
-def test_tta_of_an_equivariant_model_is_the_plain_prediction():
+def test_tta_equivariant_model_unchanged():
     image = torch.rand(2, 1, 8, 8, 8, generator=torch.Generator().manual_seed(3))
     pipeline = Pipeline([RandomFlip(p=0.5), RandomRot90(axes=(0, 2), p=0.5)])
 

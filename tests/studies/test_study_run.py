@@ -175,7 +175,7 @@ def test_predict_with_sliding_window_and_flips(finished_study, tmp_path):
     assert "--patch-size needs 3 positive sizes" in error_line(bad)
 
 
-def test_report_leaves_out_runs_of_an_earlier_study_version(finished_study, tmp_path):
+def test_report_skips_stale_runs(finished_study, tmp_path):
     from studies.report import write_report
 
     _, study_dir, results = finished_study

@@ -9,7 +9,7 @@ from studies.spec import load_spec
 from tests.conftest import make_msd_dataset
 
 
-def test_two_workers_match_one(tmp_path):
+def test_two_workers_match_serial(tmp_path):
     dataset = make_msd_dataset(tmp_path / "Synthetic", n_cases=4)
     study = {
         "name": "parallel",
