@@ -3,3 +3,7 @@
 
 class DataError(ValueError):
     """A dataset, file or case is missing or invalid; the message names it and the fix."""
+
+
+class FetchError(DataError):
+    """A download failed, did not match its published checksum, or its archive is unsafe to extract."""

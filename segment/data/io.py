@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import zlib
 from pathlib import Path
@@ -10,6 +11,8 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import DataError
+
+logger = logging.getLogger(__name__)
 
 
 def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -30,6 +33,37 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as error:
         raise DataError(f"cannot read {path} as a NIfTI image ({type(error).__name__}: {error}); re-export or re-download it") from error
     return array, np.asarray(image.affine, dtype=np.float64)
+
+
+def check_image_values(array: np.ndarray, path: str | Path, case_id: str | None = None) -> None:
+    """Check that an image contains finite real numbers; log a warning when it is constant.
+
+    A constant image is accepted because datasets fill a missing modality with
+    zeros; it normalises to all zeros (see ``normalize_intensity``).
+
+    Raises:
+        DataError: naming ``path`` when the data type is not a real number type
+            (for example RGB or complex) or a voxel is NaN or infinite.
+    """
+    remove = f"remove case {case_id} from the dataset" if case_id else "remove the file"
+    real = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == np.bool_
+    if not real:
+        raise DataError(f"image {path} has data type {array.dtype}, not real numbers; re-export it as a greyscale image with one value per voxel, or {remove}")
+    if np.issubdtype(array.dtype, np.floating):
+        not_finite = ~np.isfinite(array)
+        if not_finite.any():
+            first = tuple(int(i) for i in np.argwhere(not_finite)[0])
+            raise DataError(
+                f"image {path} contains {int(not_finite.sum())} NaN or infinite voxels (the first at voxel {first}); "
+                f"replace them with a valid value such as the background intensity, or {remove}"
+            )
+    if array.size and array.min() == array.max():
+        logger.warning(
+            "image %s is constant (every voxel is %s): it normalises to zeros and shows no anatomy; "
+            "check the export unless the channel is deliberately empty",
+            path,
+            array.flat[0],
+        )
 
 
 def spacing_from_affine(affine: np.ndarray) -> np.ndarray:

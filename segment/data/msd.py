@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .io import label_to_integer, load_nifti, spacing_from_affine
+from .io import check_image_values, label_to_integer, load_nifti, spacing_from_affine
 from .normalize import normalize_intensity
 
 logger = logging.getLogger(__name__)
 
 DATA_ROOT_VARIABLE = "MEDAUG_DATA"
+FETCH_HINT = "download a Decathlon task into it with `medaug data fetch NAME --cache DIR`"
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,10 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
         data_root = os.environ.get(DATA_ROOT_VARIABLE)
         source = DATA_ROOT_VARIABLE
     if not data_root:
-        raise DataError(f"no data root given: pass --data-root DIR or set {DATA_ROOT_VARIABLE} to the folder that contains the datasets")
+        raise DataError(f"no data root given: pass --data-root DIR or set {DATA_ROOT_VARIABLE} to the folder that contains the datasets, or {FETCH_HINT}")
     root = Path(data_root).expanduser()
     if not root.is_dir():
-        raise DataError(f"data root not found: {root} (from {source}); pass --data-root DIR or set {DATA_ROOT_VARIABLE} to an existing folder")
+        raise DataError(f"data root not found: {root} (from {source}); pass --data-root DIR or set {DATA_ROOT_VARIABLE} to an existing folder, or {FETCH_HINT}")
     return root
 
 
@@ -76,17 +77,22 @@ class MSDDataset:
 
     Every path in ``dataset.json`` must stay inside ``folder``, also after
     following symbolic links.
+
+    Label maps without foreground are accepted, because a scan may show none
+    of the structures, and loading one logs a warning. So does a constant image.
     """
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         manifest = self.folder / "dataset.json"
         if not manifest.is_file():
-            raise DataError(f"dataset.json not found in {self.folder}; expected the Decathlon layout (dataset.json, imagesTr/, labelsTr/)")
+            raise DataError(f"dataset.json not found in {self.folder}; expected the Decathlon layout (dataset.json, imagesTr/, labelsTr/), or {FETCH_HINT}")
         try:
             self.metadata: dict[str, Any] = json.loads(manifest.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise DataError(f"{manifest} is not valid JSON: {error}") from error
+        if not isinstance(self.metadata, dict):
+            raise DataError(f"{manifest} must contain a JSON object with 'labels' and 'training', got a {type(self.metadata).__name__}")
         self.classes = self._read_classes(manifest)
         self.cases = self._read_cases(manifest)
         if not self.cases:
@@ -138,9 +144,14 @@ class MSDDataset:
         training = self.metadata.get("training")
         cases = []
         if training is not None:
+            if not isinstance(training, list):
+                raise DataError(f"{manifest}: 'training' must be a list of {{\"image\": ..., \"label\": ...}} entries, got a {type(training).__name__}")
             for position, entry in enumerate(training):
                 if not isinstance(entry, dict) or "image" not in entry:
                     raise DataError(f"{manifest}: training[{position}] must have 'image' and 'label' entries")
+                for key in ("image", "label"):
+                    if entry.get(key) is not None and not isinstance(entry[key], str):
+                        raise DataError(f"{manifest}: training[{position}].{key} must be a relative path string, got {entry[key]!r}")
                 image = self._inside(entry["image"], manifest)
                 label = self._inside(entry["label"], manifest) if entry.get("label") else None
                 cases.append(CaseFiles(_case_id(image, ".nii.gz"), self._channel_files(image, manifest), label))
@@ -186,6 +197,14 @@ class MSDDataset:
                 return case
         raise DataError(f"case {case_id!r} is not in {self.folder / 'dataset.json'}")
 
+    def _dimension_error(self, path: Path, shape: tuple[int, ...]) -> str:
+        declared = f"dataset.json declares {self.spatial_dims}D images (tensorImageSize {self.metadata.get('tensorImageSize', '3D')!r})"
+        if len(shape) == 2 and self.spatial_dims == 3:
+            fix = f"a 2D image cannot feed a 3D model: store the slice as a volume of shape {(*shape, 1)}, or train a 2D study on it"
+        else:
+            fix = f"store it as a {self.spatial_dims}D image, optionally with one trailing channel axis, or correct tensorImageSize"
+        return f"image {path} has shape {shape} ({len(shape)}D) but {declared}; {fix}"
+
     def _require_file(self, path: Path, case_id: str) -> None:
         if not path.is_file():
             raise DataError(f"file not found: {path} (case {case_id!r}); restore the file or remove the case from the dataset {self.folder}")
@@ -194,9 +213,11 @@ class MSDDataset:
         """Load one case, check image against label, and normalise the image.
 
         Raises:
-            DataError: naming the file when it is missing or unreadable, contains
-                NaN or infinite voxels, or disagrees with its label in shape or
-                affine, or when label values are not whole declared classes.
+            DataError: naming the file when it is missing or unreadable, is not
+                a real-valued image, contains NaN or infinite voxels, has a
+                different number of dimensions than ``tensorImageSize`` declares,
+                or disagrees with its label in shape or affine, or when label
+                values are not whole declared classes.
         """
         files = self.case_files(case_id)
         channels = []
@@ -204,15 +225,14 @@ class MSDDataset:
         for path in files.images:
             self._require_file(path, case_id)
             array, file_affine = load_nifti(path)
-            if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
-                raise DataError(f"image {path} contains NaN or infinite voxels; fix or remove the case {case_id}")
+            check_image_values(array, path, case_id)
             if array.ndim == self.spatial_dims + 1:
                 # MSD stores several modalities as a trailing axis; medaug is channel-first.
                 channels.extend(np.moveaxis(array, -1, 0))
             elif array.ndim == self.spatial_dims:
                 channels.append(array)
             else:
-                raise DataError(f"image {path} has {array.ndim} dimensions, expected a {self.spatial_dims}D volume")
+                raise DataError(self._dimension_error(path, array.shape))
             affine = file_affine if affine is None else affine
         image = np.stack(channels)
 
@@ -228,6 +248,13 @@ class MSDDataset:
             if not np.allclose(label_affine, affine, atol=1e-4):
                 raise DataError(f"image {files.images[0]} and label {files.label} have different affines; resample the label onto the image grid")
             label = label_to_integer(raw_label, files.label, set(self.classes))[None]
+            if not label.any():
+                logger.warning(
+                    "label %s of case %s has no foreground voxels; the case is kept because a scan may show none of the structures, "
+                    "but check the file if every case should contain one",
+                    files.label,
+                    case_id,
+                )
 
         image = normalize_intensity(image) if normalize else image.astype(np.float32)
         return Case(case_id, image, label, affine, spacing_from_affine(affine))
