@@ -1,4 +1,9 @@
-"""Lightning data module: random patches of in-memory cases for training, whole volumes for validation."""
+"""Lightning data module: random patches of in-memory cases for training, whole volumes for validation.
+
+With ``slice_axis`` set, training patches are 2D: a random slice of a 3D case
+along that axis, with ``slice_context`` neighbouring slices on each side as
+extra channels (see ``segment.slices``). Validation still yields whole 3D cases.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +17,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .data.msd import Case
+from .slices import slice_stack
 
 
-def _crop_or_pad(case: Case, patch_size: Sequence[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random window of ``patch_size`` from ``case``; axes shorter than the patch are padded.
+def _crop_or_pad(image: np.ndarray, label: np.ndarray, patch_size: Sequence[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random window of ``patch_size`` from a ``(C, *S)`` image and its label; axes shorter than the patch are padded.
 
     The image is padded with its per-channel minimum and the label with background.
     """
-    image, label = case.image, case.label
     pads = [(0, 0)]
     for size, target in zip(image.shape[1:], patch_size):
         extra = max(target - size, 0)
@@ -53,6 +58,10 @@ class PatchDataset(Dataset):
     so every case is seen equally often whatever the number of workers.
     ``worker_transform``, when given, is applied to the cropped image only. The
     label is never passed to it.
+
+    With ``slice_axis`` set, every item is a 2D patch of a random slice along
+    that spatial axis of a 3D case, with ``slice_context`` neighbouring slices
+    on each side stacked as channels, and its spacing is the in-plane spacing.
     """
 
     def __init__(
@@ -63,6 +72,8 @@ class PatchDataset(Dataset):
         seed: int,
         *,
         worker_transform: WorkerTransform | None = None,
+        slice_axis: int | None = None,
+        slice_context: int = 0,
     ) -> None:
         if not cases:
             raise ValueError("PatchDataset needs at least one case")
@@ -71,6 +82,10 @@ class PatchDataset(Dataset):
         self.length = int(length)
         self.seed = int(seed)
         self.worker_transform = worker_transform
+        self.slice_axis = slice_axis
+        self.slice_context = int(slice_context)
+        if slice_axis is not None:
+            _check_slicing(self.cases, self.patch_size, slice_axis, self.slice_context)
 
     def __len__(self) -> int:
         return self.length
@@ -79,16 +94,39 @@ class PatchDataset(Dataset):
         n = len(self.cases)
         order = np.random.default_rng((self.seed, index // n, 0)).permutation(n)
         case = self.cases[int(order[index % n])]
-        image, label = _crop_or_pad(case, self.patch_size, np.random.default_rng((self.seed, index, 1)))
+        image, label, spacing = case.image, case.label, case.spacing
+        if self.slice_axis is not None:
+            image, label, spacing = self._random_slice(case, index)
+        image, label = _crop_or_pad(image, label, self.patch_size, np.random.default_rng((self.seed, index, 1)))
         image = torch.from_numpy(np.ascontiguousarray(image))
         if self.worker_transform is not None:
-            image = self.worker_transform(image, spacing=case.spacing, seed=self.seed, index=index)
+            image = self.worker_transform(image, spacing=spacing, seed=self.seed, index=index)
         return {
             "image": image,
             "label": torch.from_numpy(np.ascontiguousarray(label)),
-            "spacing": torch.from_numpy(case.spacing.astype(np.float64)),
+            "spacing": torch.from_numpy(spacing.astype(np.float64)),
             "case_id": case.case_id,
         }
+
+    def _random_slice(self, case: Case, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Slice of ``case`` drawn uniformly along ``slice_axis``: stacked image, label and in-plane spacing."""
+        axis = self.slice_axis
+        position = int(np.random.default_rng((self.seed, index, 2)).integers(0, case.image.shape[axis + 1]))
+        image = slice_stack(case.image, axis, position, self.slice_context)
+        label = np.take(case.label, [position], axis=axis + 1).squeeze(axis + 1)
+        return image, label, np.delete(case.spacing, axis)
+
+
+def _check_slicing(cases: Sequence[Case], patch_size: tuple[int, ...], axis: int, context: int) -> None:
+    if axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1 or 2 (a spatial axis of a 3D case), got {axis}")
+    if context < 0:
+        raise ValueError(f"slice_context must be 0 or more, got {context}")
+    if len(patch_size) != 2:
+        raise ValueError(f"patch_size {list(patch_size)} must have 2 sizes when training on slices")
+    for case in cases:
+        if case.image.ndim != 4:
+            raise ValueError(f"case {case.case_id} has image shape {case.image.shape}; slice training needs 3D cases (C, X, Y, Z)")
 
 
 class VolumeDataset(Dataset):
@@ -125,6 +163,9 @@ class SegmentationDataModule(L.LightningDataModule):
             which is fastest when the cases are already in memory.
         worker_transform: per-sample image transform of the training patches,
             see ``PatchDataset``, for example ``augment.build_worker_transform(strategy)``.
+        slice_axis: train on 2D slices along this spatial axis of 3D cases;
+            ``None`` trains on patches of the cases' own dimension.
+        slice_context: neighbouring slices on each side stacked as channels.
     """
 
     def __init__(
@@ -138,9 +179,19 @@ class SegmentationDataModule(L.LightningDataModule):
         seed: int,
         num_workers: int = 0,
         worker_transform: WorkerTransform | None = None,
+        slice_axis: int | None = None,
+        slice_context: int = 0,
     ) -> None:
         super().__init__()
-        self.train_set = PatchDataset(train_cases, patch_size, max_steps * batch_size, seed, worker_transform=worker_transform)
+        self.train_set = PatchDataset(
+            train_cases,
+            patch_size,
+            max_steps * batch_size,
+            seed,
+            worker_transform=worker_transform,
+            slice_axis=slice_axis,
+            slice_context=slice_context,
+        )
         self.val_set = VolumeDataset(val_cases)
         self.batch_size = batch_size
         self.num_workers = num_workers

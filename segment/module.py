@@ -13,6 +13,7 @@ from augment import build_strategy, derive_generator
 
 from .losses import DeepSupervisionLoss, DiceCELoss
 from .metrics import dice_per_class, hd95_per_class, mean_over_cases
+from .distributed import gather_case_rows
 from .inference import predict_labels
 from .models import build_model
 
@@ -83,19 +84,26 @@ class SegmentationModule(L.LightningModule):
         self._pending_results.extend(self.evaluate_batch(batch))
 
     def on_validation_epoch_end(self) -> None:
-        self.validation_results = self._pending_results
+        # Under DDP each process validated part of the cases, and the sampler's padding repeats
+        # some. The gathered rows contain every case once, in dataset order, on every process.
+        self.validation_results = gather_case_rows(self._pending_results)
         self.validated_at_step = self.global_step
         # One value per case and class, averaged over cases: independent of batch size.
+        # Every process logs the same values, so sync_dist's averaging changes them by float32 rounding at most.
         mean, _, _ = mean_over_cases([r["dice_mean"] for r in self.validation_results])
-        self.log("val/dice_mean", mean, batch_size=1)
-        self.log("val/hd95_mean", mean_over_cases([r["hd95_mean"] for r in self.validation_results])[0], batch_size=1)
+        self.log("val/dice_mean", mean, batch_size=1, sync_dist=True)
+        self.log("val/hd95_mean", mean_over_cases([r["hd95_mean"] for r in self.validation_results])[0], batch_size=1, sync_dist=True)
         for cls, name in zip(self.foreground, self.class_names):
             class_mean, _, _ = mean_over_cases([r[f"dice_{cls}"] for r in self.validation_results])
-            self.log(f"val/dice_{name}", class_mean, batch_size=1)
+            self.log(f"val/dice_{name}", class_mean, batch_size=1, sync_dist=True)
+
+    def predict_volumes(self, image: Tensor) -> Tensor:
+        """Predict label maps ``(B, *S)`` of whole validation images ``(B, C, *S)``; ``SliceSegmentationModule`` predicts slice by slice."""
+        return predict_labels(self.net, image, self.divisor)
 
     def evaluate_batch(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Per-case foreground Dice and HD95 (mm) of whole volumes; a batch may contain several cases of one shape."""
-        predictions = predict_labels(self.net, batch["image"], self.divisor)
+        predictions = self.predict_volumes(batch["image"])
         results = []
         for index, (prediction, reference) in enumerate(zip(predictions, batch["label"][:, 0])):
             # Without spacing, distances are in voxels (1 mm per voxel).

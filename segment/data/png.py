@@ -5,12 +5,16 @@ The layout is that of the HC18 challenge: ``<id>.png`` images with masks named
 size in millimetres. Arrays keep PIL's order, rows then columns, as the two
 spatial axes. Masks may be greyscale or RGB; a pixel is foreground (class 1)
 when its first channel exceeds 127.
+
+Predicted label maps are written as 8-bit greyscale PNGs whose pixel values are
+the class indices, at the size of the source image.
 """
 
 from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from ..files import atomic_write
 from .msd import Case, CaseFiles
 from .normalize import normalize_intensity
 
@@ -33,8 +38,62 @@ def _read_png(path: Path) -> np.ndarray:
         raise DataError(f"cannot read {path} as a PNG image ({error}); re-export it") from error
 
 
-def _read_spacing(csv_path: Path) -> dict[str, float]:
-    """Pixel size in millimetres by image file name, from the first two CSV columns."""
+def read_png_image(path: Path) -> np.ndarray:
+    """Read an image PNG as float32 ``(rows, columns)``; colour images become the mean of their RGB channels."""
+    image = _read_png(path)
+    if image.ndim == 3:
+        image = image[..., :3].mean(axis=-1)  # colour-coded ultrasound exports: use the luminance mean
+    return image.astype(np.float32)
+
+
+def resample_to_spacing(
+    image: np.ndarray, label: np.ndarray | None, spacing: float, target_spacing: float | None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Resample a 2D image (bilinear) and label (nearest) to about ``target_spacing`` mm pixels.
+
+    The size is rounded to whole pixels, so the exact pixel size per axis, which
+    is returned third, differs slightly from ``target_spacing``. ``None`` keeps
+    the image's own grid.
+    """
+    if target_spacing is None:
+        return image, label, np.array([spacing, spacing])
+    factor = spacing / target_spacing
+    size = [max(1, round(n * factor)) for n in image.shape]
+    pixel_size = np.array([spacing * n / m for n, m in zip(image.shape, size)])
+    resized = F.interpolate(torch.from_numpy(image)[None, None], size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
+    mask = None
+    if label is not None:
+        # Nearest neighbour keeps the mask binary.
+        mask = F.interpolate(torch.from_numpy(label)[None, None].float(), size=size, mode="nearest")[0, 0].long().numpy()
+    return resized[0, 0].numpy(), mask, pixel_size
+
+
+def resize_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Resize a 2D label map to ``shape`` by nearest neighbour at pixel centres, the inverse of ``resample_to_spacing``."""
+    if tuple(labels.shape) == tuple(shape):
+        return labels
+    resized = F.interpolate(torch.from_numpy(labels)[None, None].float(), size=tuple(shape), mode="nearest-exact")
+    return resized[0, 0].to(torch.int64).numpy()
+
+
+def save_label_png(path: Path, labels: np.ndarray) -> Path:
+    """Write a 2D label map as an 8-bit greyscale PNG of class indices, atomically.
+
+    Raises:
+        DataError: when the map is not 2D or a value is outside 0..255.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise DataError(f"cannot write {path}: a PNG label map must be 2D, got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise DataError(f"cannot write {path}: class indices {int(labels.min())}..{int(labels.max())} do not fit 8-bit PNG values 0..255")
+    image = Image.fromarray(labels.astype(np.uint8))  # 2D uint8 gives mode "L"
+    atomic_write(Path(path), lambda handle: image.save(handle, format="PNG"), binary=True)
+    return Path(path)
+
+
+def read_pixel_spacing(csv_path: Path) -> dict[str, float]:
+    """Pixel size in millimetres by image file name, from the first two CSV columns (after a header row)."""
     if not csv_path.is_file():
         raise DataError(f"pixel spacing file not found: {csv_path}")
     spacing = {}
@@ -80,7 +139,7 @@ class PNGDataset:
             raise DataError(f"dataset folder not found: {self.folder}")
         self.mask_suffix = mask_suffix
         self.target_spacing = target_spacing
-        self.spacing = _read_spacing(self.folder / spacing_csv)
+        self.spacing = read_pixel_spacing(self.folder / spacing_csv)
         self.classes = {0: "background", 1: "foreground"}
         self.group_pattern = re.compile(group_pattern) if group_pattern else None
 
@@ -118,9 +177,7 @@ class PNGDataset:
     def load(self, case_id: str, *, normalize: bool = True) -> Case:
         """Load, check, resample and normalise one image with its mask."""
         files = self.case_files(case_id)
-        image = _read_png(files.images[0])
-        if image.ndim == 3:
-            image = image[..., :3].mean(axis=-1)  # colour-coded ultrasound exports: use the luminance mean
+        image = read_png_image(files.images[0])
         mask = _read_png(files.label)
         if mask.ndim == 3:
             mask = mask[..., 0]
@@ -131,19 +188,7 @@ class PNGDataset:
         spacing = self.spacing[files.images[0].name]
         if spacing <= 0:
             raise DataError(f"pixel size of {files.images[0].name} must be positive, got {spacing}")
-        image, label, pixel_size = self._resample(image.astype(np.float32), label, spacing)
+        image, label, pixel_size = resample_to_spacing(image, label, spacing, self.target_spacing)
         image = normalize_intensity(image[None]) if normalize else image[None]
         affine = np.diag([*pixel_size, 1.0, 1.0])
         return Case(case_id, image, label[None], affine, pixel_size)
-
-    def _resample(self, image: np.ndarray, label: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Resample to about ``target_spacing``; returns the exact pixel size per axis after rounding the size."""
-        if self.target_spacing is None:
-            return image, label, np.array([spacing, spacing])
-        factor = spacing / self.target_spacing
-        size = [max(1, round(n * factor)) for n in image.shape]
-        pixel_size = np.array([spacing * n / m for n, m in zip(image.shape, size)])
-        resized = F.interpolate(torch.from_numpy(image)[None, None], size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
-        # Nearest neighbour keeps the mask binary.
-        mask = F.interpolate(torch.from_numpy(label)[None, None].float(), size=size, mode="nearest")
-        return resized[0, 0].numpy(), mask[0, 0].long().numpy(), pixel_size
