@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -10,11 +10,19 @@ from scipy import stats
 BOOTSTRAP_RESAMPLES = 10_000
 
 
-def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean over cases.
+def bootstrap_ci(
+    values: Sequence[float],
+    *,
+    statistic: Callable[..., np.ndarray] = np.mean,
+    confidence: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` (the mean by default) over cases.
 
     Cases are resampled with replacement ``resamples`` times from a NumPy
-    generator seeded with ``seed``, so reports are reproducible. One case gives
+    generator seeded with ``seed``, so reports are reproducible. ``statistic``
+    must accept ``axis=1`` like ``np.mean`` and ``np.median``. One case gives
     the degenerate interval ``(value, value)``; no case gives ``(nan, nan)``.
     """
     array = np.asarray(list(values), dtype=np.float64)
@@ -23,9 +31,9 @@ def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, resamples
     if array.size == 1:
         return float(array[0]), float(array[0])
     rng = np.random.default_rng(seed)
-    means = array[rng.integers(0, array.size, size=(resamples, array.size))].mean(axis=1)
+    estimates = statistic(array[rng.integers(0, array.size, size=(resamples, array.size))], axis=1)
     tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.percentile(means, [tail, 100.0 - tail])
+    low, high = np.percentile(estimates, [tail, 100.0 - tail])
     return float(low), float(high)
 
 
