@@ -15,7 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from augment import StrategyError
 from augment.cli import app as augment_app
+from gan.cli import app as gan_app
 from segment.cli import app as segment_app
+from segment.data.cli import app as data_app
 from segment.errors import DataError
 
 from .errors import SpecError
@@ -25,6 +27,8 @@ study_app = typer.Typer(help="Run augmentation ablation studies and report them.
 app.add_typer(study_app, name="study")
 app.add_typer(segment_app, name="segment")
 app.add_typer(augment_app, name="augment")
+app.add_typer(gan_app, name="gan")
+app.add_typer(data_app, name="data")
 
 console = Console(stderr=True)
 
@@ -82,12 +86,39 @@ def run_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for results; the study writes <output>/<study name>/.")] = Path("results"),
     tracking: Annotated[Optional[str], typer.Option(help="Override the study's W&B mode: offline, online or disabled.")] = None,
     workers: Annotated[int, typer.Option(help="Train this many runs at once in local processes; CPU threads are divided among them.")] = 1,
+    launcher: Annotated[str, typer.Option(help="Launcher that trains the runs: local (this machine), ray (a Ray cluster) or slurm (Slurm jobs through submitit).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster to connect to, e.g. auto or ray://HOST:10001; default: start a local Ray cluster.")] = None,
+    cpus_per_run: Annotated[Optional[int], typer.Option(help="Ray and Slurm: CPUs reserved for each run, also its torch threads; default: training.threads, else 1.")] = None,
+    gpus_per_run: Annotated[Optional[float], typer.Option(help="Ray and Slurm: GPUs reserved for each run (Ray accepts fractions such as 0.5); default: Ray 1 when the cluster has GPUs, Slurm 0.")] = None,
+    slurm_time: Annotated[Optional[int], typer.Option(help="Slurm: time limit of each run's job in minutes (required with --launcher slurm).")] = None,
+    slurm_partition: Annotated[Optional[str], typer.Option(help="Slurm: partition; default: the cluster's default partition.")] = None,
+    slurm_mem: Annotated[Optional[float], typer.Option(help="Slurm: memory of each run's job in GB; default: the partition's default.")] = None,
+    slurm_account: Annotated[Optional[str], typer.Option(help="Slurm: account to charge.")] = None,
+    slurm_max_parallel: Annotated[Optional[int], typer.Option(help="Slurm: maximum number of the study's array jobs that run at once; default: 256, submitit's default.")] = None,
+    slurm_setup: Annotated[Optional[list[str]], typer.Option(help="Slurm: shell line to run in each job before training, e.g. 'source /path/venv/bin/activate'; repeatable.")] = None,
+    slurm_option: Annotated[Optional[list[str]], typer.Option(help="Slurm: further sbatch option as KEY=VALUE without dashes, e.g. qos=high; repeatable.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
 ) -> None:
     """Train every run of a study that has not finished yet, then write its report."""
     _configure_logging(verbose)
+    from .launchers import make_launcher
     from .runner import run_study
     from .spec import TrackingSpec, find_study_file, load_spec
+
+    run_launcher = make_launcher(
+        launcher,
+        workers=workers,
+        address=address,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        slurm_time=slurm_time,
+        slurm_partition=slurm_partition,
+        slurm_mem=slurm_mem,
+        slurm_account=slurm_account,
+        slurm_max_parallel=slurm_max_parallel,
+        slurm_setup=slurm_setup or (),
+        slurm_options=slurm_option or (),
+    )
 
     spec = load_spec(study_file)
     if output.exists() and not output.is_dir():
@@ -99,7 +130,7 @@ def run_command(
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console) as progress:
-        results = run_study(spec, study_path=find_study_file(study_file), data_root=data_root, output_dir=output, listener=_ProgressListener(progress), workers=workers)
+        results = run_study(spec, study_path=find_study_file(study_file), data_root=data_root, output_dir=output, listener=_ProgressListener(progress), workers=workers, launcher=run_launcher)
 
     study_dir = output / spec.name
     console.log(f"report: {study_dir / 'report.md'}")
@@ -122,7 +153,7 @@ def plan_command(
     from .spec import find_study_file, load_spec
 
     spec = load_spec(study_file)
-    console.log("timing a few training steps of each strategy on this machine...")
+    console.log("timing a few training steps and each strategy's augmentation on this machine...")
     planned = plan_study(spec, study_path=find_study_file(study_file), output_dir=output)
 
     table = Table(title=f"study {spec.name}: {len(planned)} runs")
@@ -136,20 +167,30 @@ def plan_command(
     Console().print(table)
     pending = sum(item.estimated_s for item in planned if not item.finished)
     Console().print(f"estimated time for the pending runs: {pending / 60:.0f} min on this machine (training steps timed here, plus about {OVERHEAD_PER_RUN_S:.0f} s per run)")
+    if any(definition.synthetic is not None and definition.synthetic.dataset is None for definition in spec.definitions.values()):
+        Console().print("synthetic strategies also train a GAN per fold and training fraction; that time is not in the estimate")
 
 
 @study_app.command("report")
 def report_command(
     study_dir: Annotated[Path, typer.Argument(help="Study results folder, e.g. results/hippocampus-quick.")],
+    wandb: Annotated[Optional[str], typer.Option("--wandb", help="Log the report as the study's W&B summary run: offline, online or disabled; default: the study's tracking mode.")] = None,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder that contains the study's dataset, for the augmented samples; default: $MEDAUG_DATA.")] = None,
 ) -> None:
-    """Rebuild report.md, results.csv and dice.png from finished runs, without training."""
+    """Rebuild report.md, report.html, the tables and plots from finished runs, without training."""
     _configure_logging(False)
-    from .report import write_report
+    from .report import log_report_summary, write_report
 
     if not (study_dir / "study.json").is_file():
         raise SpecError(f"{study_dir} is not a study results folder (no study.json); give the folder that `medaug study run` wrote")
-    path = write_report(study_dir)
-    console.log(f"report: {path}" if path else f"no finished runs in {study_dir}")
+    if wandb is not None and wandb not in ("offline", "online", "disabled"):
+        raise SpecError(f"--wandb must be offline, online or disabled, got {wandb!r}")
+    path = write_report(study_dir, data_root=data_root)
+    console.log(f"report: {path} and {path.with_suffix('.html')}" if path else f"no finished runs in {study_dir}")
+    if path is not None:
+        folder = log_report_summary(study_dir, mode=wandb)
+        if folder is not None:
+            console.log(f"W&B summary run: {folder}")
 
 
 def main() -> None:

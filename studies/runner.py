@@ -20,29 +20,31 @@ import json
 import logging
 import multiprocessing
 import os
-import platform
 import shutil
-import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 
-from augment import build_worker_transform
-from segment import SegmentationDataModule, SegmentationModule, mean_over_cases
 from segment.data import MSDDataset, kfold_split, nnunet_split, resolve_data_root, training_subset
 from segment.data.png import PNGDataset
 from segment.errors import DataError
 
-from segment.files import atomic_write, write_csv, write_json
+from segment.files import atomic_write, write_json
+from segment.train_config import TrainingOptions
+from segment.training import train_segmenter
 from .errors import SpecError
 from .report import write_report
 from .spec import RunSpec, StudySpec, expand_runs, model_arguments
+from .synthetic import SyntheticSpec, prepare_synthetic_cases
 from .tracking import finish_wandb, make_wandb_logger
+
+if TYPE_CHECKING:
+    from .launchers import Launcher
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +140,7 @@ def run_study(
     output_dir: str | Path = "results",
     listener: StudyListener | None = None,
     workers: int = 1,
+    launcher: Launcher | None = None,
 ) -> list[RunResult]:
     """Train every unfinished run of ``spec`` and write the study report.
 
@@ -146,6 +149,8 @@ def run_study(
     recorded in ``<run id>/error.txt`` and the study goes on with the next one.
     With ``workers > 1``, runs train in that many local processes, each with
     ``training.threads`` torch threads, or the CPU cores divided among them.
+    A ``launcher`` (see ``studies.launchers``) trains the pending runs on a Ray
+    cluster or as Slurm jobs instead; their folders are the same.
     """
     if workers < 1:
         raise SpecError(f"--workers must be at least 1, got {workers}")
@@ -175,14 +180,19 @@ def run_study(
             listener.run_finished(run, results[run.run_id])
 
     pending = [run for run in runs if run.run_id not in finished]
-    if workers > 1 and len(pending) > 1:
+    if launcher is not None and pending:
+        results.update(launcher.train(spec, pending, study_dir, data_root, listener))
+    elif workers > 1 and len(pending) > 1:
         results.update(_train_in_processes(spec, pending, study_dir, data_root, workers, listener))
     else:
         for run in pending:
             results[run.run_id] = _train_safely(spec, run, study_dir / run.run_id, dataset, splits, cases, listener)
             listener.run_finished(run, results[run.run_id])
 
-    write_report(study_dir)
+    if write_report(study_dir, data_root=data_root) is not None:
+        from .report import log_report_summary
+
+        log_report_summary(study_dir)
     return [results[run.run_id] for run in runs]
 
 
@@ -223,110 +233,89 @@ def _read_metrics(run_dir: Path) -> dict[str, Any]:
 
 
 def _train_safely(spec, run, run_dir, dataset, splits, cases, listener) -> RunResult:
+    """Train one run; a failure other than invalid data or settings is logged and recorded in ``error.txt`` with the run id."""
+    import sys
+
+    from .spec import check_case_shapes
+
+    # Invalid data or settings fail every run alike, so they stop the study before training.
+    run_case_ids = [case_id for part in run_cases(spec, run, splits) for case_id in part]
+    check_case_shapes(spec, {case_id: cases[case_id].image.shape[1:] for case_id in run_case_ids}, dataset.folder)
     if run_dir.exists():
         logger.warning("removing unfinished run folder %s and training the run again", run_dir)
         shutil.rmtree(run_dir)
     try:
         metrics = train_run(spec, run, run_dir, dataset, splits, cases, listener)
-    except (KeyboardInterrupt, DataError):
+    except (KeyboardInterrupt, DataError, SpecError):
         raise
     except Exception as error:  # noqa: BLE001 - one failed run must not stop the study
-        logger.error("run %s failed: %s", run.run_id, error)
-        atomic_write(run_dir / "error.txt", lambda handle: handle.write(traceback.format_exc()))
-        return RunResult(run, "failed", error=f"{type(error).__name__}: {error}")
+        lines = [line for line in str(error).splitlines() if line.strip()] or [""]
+        summary = f"{type(error).__name__}: {lines[0]}"
+        if len(lines) > 1:
+            # An error re-raised from a DataLoader worker ends with the original exception.
+            summary += f" ({lines[-1].strip()})"
+        if isinstance(error, torch.OutOfMemoryError):
+            summary += "; reduce training.batch_size or training.patch_size"
+        logger.error("run %s failed: %s; see %s", run.run_id, summary, run_dir / "error.txt")
+        details = traceback.format_exc()
+        atomic_write(run_dir / "error.txt", lambda handle: handle.write(f"run {run.run_id} failed: {summary}\n\n{details}"))
+        # Free what the failed run held, so that the next run starts clean.
+        if isinstance(error, torch.OutOfMemoryError) and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None:
+            wandb.run.finish(exit_code=1)
+        return RunResult(run, "failed", error=summary)
     return RunResult(run, "finished", metrics)
 
 
-def train_run(spec, run, run_dir: Path, dataset: MSDDataset, splits, cases, listener: StudyListener) -> dict[str, Any]:
-    """Train and validate one run, writing its folder; returns the run's metrics."""
-    started = time.perf_counter()
-    train_ids, val_ids = run_cases(spec, run, splits)
-    training = spec.training
-    if training.threads:
-        torch.set_num_threads(training.threads)
-    run_dir.mkdir(parents=True)
-    write_json(run_dir / "config.json", {"run_id": run.run_id, **run.config, "train_cases": train_ids, "val_cases": val_ids})
+def _synthetic_cases(spec, run: RunSpec, dataset, train_ids: list[str], val_ids: list[str], study_dir: Path) -> list:
+    """Generated training cases of a synthetic strategy (none for the others); see ``studies.synthetic``."""
+    settings = run.config.get("synthetic")
+    if settings is None:
+        return []
+    return prepare_synthetic_cases(
+        SyntheticSpec.model_validate(settings),
+        dataset_folder=dataset.folder,
+        train_ids=train_ids,
+        val_ids=val_ids,
+        seed=run.seed,
+        study_dir=study_dir,
+        threads=spec.training.threads,
+    )
 
-    # Seeds the network initialisation; augmentation and patches use their own derived seeds.
-    L.seed_everything(run.seed, workers=True, verbose=False)
+
+def train_run(spec, run, run_dir: Path, dataset: MSDDataset, splits, cases, listener: StudyListener) -> dict[str, Any]:
+    """Train and validate one run with ``segment.training.train_segmenter``, writing its folder; returns the run's metrics."""
+    train_ids, val_ids = run_cases(spec, run, splits)
+    run_dir.mkdir(parents=True)
     foreground_names = [dataset.classes[c] for c in range(1, dataset.num_classes) if c in dataset.classes]
-    module = SegmentationModule(
-        in_channels=cases[train_ids[0]].image.shape[0],
+    wandb_logger = make_wandb_logger(spec.tracking, study=spec.name, run_id=run.run_id, run_dir=run_dir, config=run.config)
+
+    synthetic_cases = _synthetic_cases(spec, run, dataset, train_ids, val_ids, run_dir.parent)
+
+    def finish(per_case: list[dict[str, Any]], metrics: dict[str, Any]) -> dict[str, Any]:
+        dice = {key: value for key, value in metrics.items() if key.startswith("dice")}
+        # train_cases counts real cases only, so Dice-against-training-size curves stay comparable.
+        extra = {"train_cases": len(train_ids), "synthetic_cases": len(synthetic_cases)}
+        return {**extra, "wandb_dir": finish_wandb(wandb_logger, per_case=per_case, summary=dice)}
+
+    listener.run_started(run, spec.training.max_steps)
+    metrics, _ = train_segmenter(
+        [cases[c] for c in train_ids] + synthetic_cases,
+        [cases[c] for c in val_ids],
         num_classes=dataset.num_classes,
         class_names=foreground_names,
         model=model_arguments(run.config["model"], dataset.spatial_dims),
         augmentation=run.config["strategy_config"],
-        learning_rate=training.learning_rate,
-        max_steps=training.max_steps,
+        options=TrainingOptions(**spec.training.model_dump()),
         seed=run.seed,
-    )
-    datamodule = SegmentationDataModule(
-        [cases[c] for c in train_ids],
-        [cases[c] for c in val_ids],
-        patch_size=training.patch_size,
-        batch_size=training.batch_size,
-        max_steps=training.max_steps,
-        seed=run.seed,
-        # MRI artifacts (TorchIO) run per sample while patches are loaded; the rest on the batch.
-        worker_transform=build_worker_transform(run.config["strategy_config"]),
-    )
-    wandb_logger = make_wandb_logger(spec.tracking, study=spec.name, run_id=run.run_id, run_dir=run_dir, config=run.config)
-    trainer = L.Trainer(
-        accelerator="auto",
-        devices=1,
-        max_steps=training.max_steps,
-        val_check_interval=training.val_every_steps or training.max_steps,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        logger=wandb_logger if wandb_logger is not None else False,
-        log_every_n_steps=min(10, training.max_steps),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        output_dir=run_dir,
+        run_id=run.run_id,
+        config=run.config,
+        summary={"strategy": run.strategy, "train_fraction": run.train_fraction, "fold": run.fold, "seed": run.seed},
+        lightning_logger=wandb_logger,
         callbacks=[_StepCallback(listener, run)],
+        on_finish=finish,
     )
-    listener.run_started(run, training.max_steps)
-    trainer.fit(module, datamodule=datamodule)
-    if module.validated_at_step != trainer.global_step:
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-
-    per_case = module.validation_results
-    metrics = _summarise(run, per_case, foreground_names, len(train_ids), trainer.global_step)
-    metrics["wall_time_s"] = round(time.perf_counter() - started, 1)
-    metrics["machine"] = describe_machine()
-
-    checkpoint = {"state_dict": module.net.state_dict(), "hyper_parameters": dict(module.hparams), "run_id": run.run_id}
-    atomic_write(run_dir / "model.pt", lambda handle: torch.save(checkpoint, handle), binary=True)
-    write_csv(run_dir / "per_case.csv", per_case)
-    metrics["wandb_dir"] = finish_wandb(wandb_logger, per_case=per_case, summary={k: v for k, v in metrics.items() if k.startswith("dice")})
-    write_json(run_dir / COMPLETION_MARKER, metrics)
-    return metrics
-
-
-def describe_machine() -> str:
-    """Device, CPU threads and versions, for reports next to wall times."""
-    if torch.cuda.is_available():
-        device = torch.cuda.get_device_name(0)
-    else:
-        device = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    return f"{device}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {platform.python_version()}"
-
-
-def _summarise(run: RunSpec, per_case: list[dict[str, Any]], class_names: list[str], n_train: int, steps: int) -> dict[str, Any]:
-    mean, std, count = mean_over_cases([row["dice_mean"] for row in per_case])
-    metrics: dict[str, Any] = {
-        "run_id": run.run_id,
-        "strategy": run.strategy,
-        "train_fraction": run.train_fraction,
-        "fold": run.fold,
-        "seed": run.seed,
-        "train_cases": n_train,
-        "val_cases": count,
-        "steps": steps,
-        "dice_mean": mean,
-        "dice_std": std,
-        "hd95_mean": mean_over_cases([row["hd95_mean"] for row in per_case])[0],
-    }
-    for index, name in enumerate(class_names, start=1):
-        metrics[f"dice_{name}"] = mean_over_cases([row[f"dice_{index}"] for row in per_case])[0]
     return metrics

@@ -6,7 +6,9 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,54 +16,30 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from augment import StrategyError, build_strategy, strategy_config
-from segment.models import MODELS, build_model
+from segment.models import build_model
+from segment.train_config import DatasetConfig, ModelConfig
 
 from .errors import SpecError
+from .synthetic import SyntheticSpec
 
 PACKAGED_STUDIES = Path(__file__).parent
+
+# A study names its dataset and model exactly as a single run does (``medaug segment train``).
+DatasetSpec = DatasetConfig
+ModelSpec = ModelConfig
+
+# Estimated training memory in bytes per unit of samples x patch voxels x sum over levels of
+# channels / 2**(dims * level). The peak resident memory of one U-Net step (forward, backward and
+# AdamW) measured 58-60 bytes per unit on CPU with torch 2.13 for features of 16 channels and more.
+# It measured 86 bytes for features [8, 16, 32, 64], where the loss terms weigh more.
+BYTES_PER_FEATURE_VOXEL = 60
+# No single accelerator holds a training step above this estimate (the largest GPUs of 2025 have
+# under 300 GB), so such a patch is taken to be a typing mistake.
+MAX_STEP_MEMORY_GIB = 512
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatasetSpec(_Strict):
-    """Which dataset: a folder name under the data root, or an explicit path, and its format.
-
-    ``msd`` is the Decathlon / nnU-Net raw layout (3D NIfTI). ``png`` is a folder
-    of 2D image/mask pairs (see ``segment.data.png``) and needs ``images`` and
-    ``spacing_csv``.
-    """
-
-    name: str = Field(min_length=1)
-    path: str | None = None
-    format: Literal["msd", "png"] = "msd"
-    images: str | None = None
-    mask_suffix: str = "_Annotation"
-    spacing_csv: str | None = None
-    target_spacing: float | None = Field(None, gt=0)
-    group_pattern: str | None = None
-
-    @model_validator(mode="after")
-    def _format_keys(self) -> DatasetSpec:
-        if self.format == "png":
-            for key in ("images", "spacing_csv"):
-                if getattr(self, key) is None:
-                    raise ValueError(f"dataset.{key} is required when dataset.format is 'png'")
-        else:
-            for key in ("images", "spacing_csv", "target_spacing", "group_pattern"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"dataset.{key} applies only to dataset.format 'png'")
-        if self.group_pattern is not None:
-            try:
-                re.compile(self.group_pattern)
-            except re.error as error:
-                raise ValueError(f"dataset.group_pattern is not a valid regular expression: {error}") from error
-        return self
-
-    @property
-    def spatial_dims(self) -> int:
-        return 2 if self.format == "png" else 3
 
 
 class SplitSpec(_Strict):
@@ -71,27 +49,6 @@ class SplitSpec(_Strict):
     folds: int = Field(5, ge=2)
     seed: int = Field(12345, ge=0)
     splits_file: str | None = None
-
-
-class ModelSpec(_Strict):
-    name: str = "unet"
-    features: list[int] = Field(default_factory=lambda: [8, 16, 32, 64], min_length=2)
-    norm: Literal["instance", "batch", "none"] = "instance"
-    options: dict[str, Any] = Field(default_factory=dict, description="further keyword arguments of the model, e.g. deep_supervision")
-
-    @field_validator("name")
-    @classmethod
-    def _known_model(cls, name: str) -> str:
-        if name not in MODELS:
-            raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
-        return name
-
-    @field_validator("features")
-    @classmethod
-    def _positive(cls, features: list[int]) -> list[int]:
-        if any(f < 1 for f in features):
-            raise ValueError(f"channel counts must be positive, got {features}")
-        return features
 
 
 class TrainingSpec(_Strict):
@@ -113,6 +70,17 @@ class TrackingSpec(_Strict):
     entity: str | None = None
 
 
+class StrategyDefinition(_Strict):
+    """A strategy named in ``definitions``: an augmentation and, optionally, synthetic training data.
+
+    ``augmentation`` is a preset name, a strategy YAML file, or an inline
+    strategy mapping in the format of docs/strategies.md.
+    """
+
+    augmentation: str | dict[str, Any] = "none"
+    synthetic: SyntheticSpec | None = None
+
+
 class StudySpec(_Strict):
     """A study: dataset x strategies x training fractions x folds x seeds."""
 
@@ -120,6 +88,9 @@ class StudySpec(_Strict):
     dataset: DatasetSpec
     split: SplitSpec = SplitSpec()
     strategies: list[str] = Field(min_length=1)
+    definitions: dict[str, StrategyDefinition] = Field(
+        default_factory=dict, description="strategies defined in the study file, by the name the strategies list uses"
+    )
     baseline: str | None = None
     train_fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
     folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -159,6 +130,11 @@ class StudySpec(_Strict):
         for fold in self.folds:
             if not 0 <= fold < self.split.folds:
                 raise ValueError(f"folds: fold {fold} does not exist with split.folds = {self.split.folds}")
+        unused = sorted(set(self.definitions) - set(self.strategies))
+        if unused:
+            raise ValueError(f"definitions {unused} are not listed in strategies {self.strategies}")
+        if self.dataset.format != "msd" and any(d.synthetic for d in self.definitions.values()):
+            raise ValueError("synthetic strategies need a dataset of format 'msd' (3D volumes with label maps)")
         if self.baseline is not None and self.baseline not in self.strategies:
             raise ValueError(f"baseline {self.baseline!r} is not one of the strategies {self.strategies}")
         if self.split.scheme == "nnunet" and self.split.folds != 5:
@@ -179,10 +155,59 @@ class StudySpec(_Strict):
         patch = self.training.patch_size
         if any(size % divisor for size in patch):
             raise ValueError(f"training.patch_size {patch} must be multiples of {divisor} for a U-Net with {levels} levels")
+        estimate = estimate_step_memory(patch, self.training.batch_size, self.model.features)
+        if estimate > MAX_STEP_MEMORY_GIB * 2**30:
+            raise ValueError(
+                f"training.patch_size {patch} with batch_size {self.training.batch_size} and model.features {self.model.features} "
+                f"needs an estimated {estimate / 2**30:,.0f} GiB per training step, more than any single accelerator holds "
+                f"(limit {MAX_STEP_MEMORY_GIB} GiB); reduce training.patch_size or training.batch_size"
+            )
 
     @property
     def baseline_strategy(self) -> str:
         return self.baseline or self.strategies[0]
+
+
+def estimate_step_memory(patch_size: Sequence[int], batch_size: int, features: Sequence[int]) -> float:
+    """Estimated peak memory in bytes of one U-Net training step; see ``BYTES_PER_FEATURE_VOXEL``.
+
+    NOTE: an estimate from CPU measurements of the plain U-Net; attention, residual
+    and UNet++ variants and mixed precision differ by a small factor.
+    """
+    dims = len(patch_size)
+    channels_per_voxel = sum(width / 2 ** (dims * level) for level, width in enumerate(features))
+    return float(BYTES_PER_FEATURE_VOXEL * batch_size * math.prod(patch_size) * channels_per_voxel)
+
+
+def check_case_shapes(spec: StudySpec, shapes: Mapping[str, Sequence[int]], dataset: str | Path) -> None:
+    """Check the study's model and patch size against the spatial shapes of the cases it trains on.
+
+    Args:
+        spec: the validated study.
+        shapes: spatial shape of each case, by case id, without the channel axis.
+        dataset: the dataset folder, for messages.
+
+    Raises:
+        SpecError: when a case has a different number of spatial dimensions
+            than the patch size, or the patch is larger than every case along an axis.
+    """
+    patch = spec.training.patch_size
+    for case_id, shape in sorted(shapes.items()):
+        if len(shape) != len(patch):
+            raise SpecError(
+                f"case {case_id} of {dataset} is {len(shape)}D (shape {tuple(shape)}) but the study trains a {len(patch)}D model "
+                f"(training.patch_size {patch}); use a {len(patch)}D dataset or change dataset.format and training.patch_size to match the images"
+            )
+    if not shapes:
+        return
+    largest = [max(shape[axis] for shape in shapes.values()) for axis in range(len(patch))]
+    if any(size > limit for size, limit in zip(patch, largest)):
+        divisor = 2 ** (len(spec.model.features) - 1)
+        fitting = [min(size, max(divisor, limit // divisor * divisor)) for size, limit in zip(patch, largest)]
+        raise SpecError(
+            f"training.patch_size {patch} is larger than every case of {dataset} along some axis (largest case extent {largest} voxels), "
+            f"so those axes would be mostly padding; use at most {fitting}"
+        )
 
 
 def model_arguments(model: dict[str, Any], spatial_dims: int) -> dict[str, Any]:
@@ -223,6 +248,9 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
         return f"study file {path}: missing required key {key!r}"
     message = first["msg"].removeprefix("Value error, ")
     more = f" (and {error.error_count() - 1} more problems)" if error.error_count() > 1 else ""
+    if not loc:
+        # Checks across several keys name their keys in the message.
+        return f"study file {path}: {message}{more}"
     return f"study file {path}: invalid value for {key!r}: {message}{more}"
 
 
@@ -238,6 +266,39 @@ def find_study_file(name_or_path: str | Path) -> Path:
     raise SpecError(f"study file not found: {path}; give a path or one of the shipped studies {shipped}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML safe loader that rejects a key repeated in one mapping, which plain YAML loaders let silently overwrite."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            # Merge keys (<<) may legitimately override; they are expanded by the base class.
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                repeated = key in first_lines
+            except TypeError:
+                continue  # an unhashable key; the base class reports it
+            if repeated:
+                raise SpecError(
+                    f"study file {self.name}: key {key!r} appears twice, on lines {first_lines[key]} and {line}; "
+                    "delete one of them (YAML would silently keep only the last)"
+                )
+            first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> Any:
+    loader = _UniqueKeyLoader(path.read_text())
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_spec(name_or_path: str | Path) -> StudySpec:
     """Read and fully validate a study file, strategies included, before anything runs.
 
@@ -246,7 +307,7 @@ def load_spec(name_or_path: str | Path) -> StudySpec:
     """
     path = find_study_file(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _read_yaml(path)
     except yaml.YAMLError as error:
         raise SpecError(f"study file {path} is not valid YAML: {error}") from error
     if not isinstance(raw, dict):
@@ -264,10 +325,20 @@ def load_spec(name_or_path: str | Path) -> StudySpec:
 
     for position, strategy in enumerate(spec.strategies):
         try:
-            build_strategy(_strategy_reference(strategy, path))
+            build_strategy(augmentation_reference(spec, strategy, path))
         except StrategyError as error:
             raise SpecError(f"study file {path}: strategies[{position}]: {error}") from error
-    return spec.model_copy(update={"dataset": _anchor_dataset(spec.dataset, path)})
+    return spec.model_copy(update={"dataset": _anchor_dataset(spec.dataset, path), "definitions": _anchor_definitions(spec, path)})
+
+
+def augmentation_reference(spec: StudySpec, strategy: str, study_path: Path) -> str | dict[str, Any]:
+    """What ``augment.build_strategy`` takes for a listed strategy: its definition's augmentation, or the name itself."""
+    definition = spec.definitions.get(strategy)
+    if definition is None:
+        return _strategy_reference(strategy, study_path)
+    if isinstance(definition.augmentation, dict):
+        return definition.augmentation
+    return _strategy_reference(definition.augmentation, study_path)
 
 
 def _strategy_reference(strategy: str, study_path: Path) -> str:
@@ -275,6 +346,18 @@ def _strategy_reference(strategy: str, study_path: Path) -> str:
     if strategy.endswith((".yaml", ".yml")) and not Path(strategy).is_absolute():
         return str(study_path.parent / strategy)
     return strategy
+
+
+def _anchor_definitions(spec: StudySpec, study_path: Path) -> dict[str, StrategyDefinition]:
+    """A synthetic dataset named relative to the study file is found next to it."""
+    anchored = {}
+    for name, definition in spec.definitions.items():
+        synthetic = definition.synthetic
+        if synthetic is not None and synthetic.dataset is not None and not Path(synthetic.dataset).is_absolute():
+            synthetic = synthetic.model_copy(update={"dataset": str((study_path.parent / synthetic.dataset).resolve())})
+            definition = definition.model_copy(update={"synthetic": synthetic})
+        anchored[name] = definition
+    return anchored
 
 
 def _anchor_dataset(dataset: DatasetSpec, study_path: Path) -> DatasetSpec:
@@ -311,13 +394,17 @@ def expand_runs(spec: StudySpec, study_path: Path | None = None) -> list[RunSpec
             "dataset": spec.dataset.name if spec.dataset.format == "msd" else spec.dataset.model_dump(exclude={"path"}),
             "split": spec.split.model_dump(),
             "strategy": strategy,
-            "strategy_config": strategy_config(_strategy_reference(strategy, anchor)),
+            "strategy_config": strategy_config(augmentation_reference(spec, strategy, anchor)),
             "train_fraction": fraction,
             "fold": fold,
             "seed": seed,
             "model": spec.model.model_dump(),
             "training": spec.training.model_dump(exclude={"threads"}),
         }
+        definition = spec.definitions.get(strategy)
+        if definition is not None and definition.synthetic is not None:
+            # Only synthetic strategies carry this key, so ids of the other runs stay as they were.
+            config["synthetic"] = definition.synthetic.model_dump()
         digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
         label = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(strategy).stem if strategy.endswith((".yaml", ".yml")) else strategy)
         run_id = f"{label}-frac{fraction:g}-fold{fold}-seed{seed}-{digest}"
