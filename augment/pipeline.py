@@ -18,7 +18,7 @@ from torch import Tensor
 from .compose import Composition
 from .intensity import IntensityTransform
 from .spatial import SpatialTransform
-from .warp import IMAGE_PADDING_MODES, LABEL_MODES, warp
+from .warp import LABEL_MODES, check_image_padding, warp
 
 Batch = dict[str, Any]
 Transform = SpatialTransform | IntensityTransform | Composition
@@ -71,7 +71,8 @@ class Pipeline:
             compositions (``augment.compose``). Spatial transforms are listed in the
             order they act on the anatomy. All of them are fused into one warp,
             which runs before every intensity transform.
-        image_padding: fill of the image outside the field of view, see ``warp``.
+        image_padding: fill of the image outside the field of view, a mode name or
+            a number, see ``warp``.
         label_mode: ``"nearest"`` or ``"onehot"``, see ``warp``.
     """
 
@@ -79,11 +80,10 @@ class Pipeline:
         self,
         transforms: Sequence[Transform] = (),
         *,
-        image_padding: str = "minimum",
+        image_padding: str | float = "minimum",
         label_mode: str = "nearest",
     ) -> None:
-        if image_padding not in IMAGE_PADDING_MODES:
-            raise ValueError(f"image_padding must be one of {IMAGE_PADDING_MODES}, got {image_padding!r}")
+        image_padding = check_image_padding(image_padding)
         if label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
         transforms = list(transforms)

@@ -2,7 +2,7 @@
 
 A strategy is a mapping such as::
 
-    image_padding: minimum        # zeros | minimum | mean | border
+    image_padding: minimum        # zeros | minimum | mean | border | otsu, or a number
     label_mode: nearest           # nearest | onehot
     transforms:                   # on the training device, whole batches
       - flip: {p: 0.5}

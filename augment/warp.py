@@ -9,10 +9,11 @@ their values are bit-exact. Every other sample is resampled with ``grid_sample``
 
 The sampling grid is never built for the whole batch at once. It is kept in a
 separable form (see ``_SamplingGrid``) and built one tile of output voxels at a
-time, by one matrix product, right before the image and label of that tile are
-sampled. On the CPU a tile is small enough that the grid, the input samples and
-the outputs of one tile stay in cache, which makes the warp cost little more than
-the two ``grid_sample`` calls themselves.
+time, by linear interpolation between precomputed planes, right before the image
+and label of that tile are sampled. On the CPU a tile is small enough that the
+grid, the input samples and the outputs of one tile stay in cache, which makes the
+warp cost little more than the two ``grid_sample`` calls themselves. Every grid
+value is computed elementwise, so the output does not depend on the tile size.
 """
 
 from __future__ import annotations
@@ -25,16 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IMAGE_PADDING_MODES = ("zeros", "minimum", "mean", "border")
+# Named image fills outside the field of view. A number is a constant fill.
+IMAGE_PADDING_MODES = ("zeros", "minimum", "mean", "border", "otsu")
 LABEL_MODES = ("nearest", "onehot")
 
 # Tolerance, in voxels, below which a composed map counts as an exact index map.
 _INTEGER_TOLERANCE = 1e-6
 
 # Output voxels per tile and CPU thread. A tile's float32 grid then takes 1 MB (2D) to
-# 1.5 MB (3D), within a 2 MB per-core L2 cache. NOTE: chosen on one Intel Xeon with 2 MB
-# of L2 per core, where tiles of 2**15 to 2**18 voxels ran within 10 % of each other.
-# Other CPUs may prefer another size.
+# 1.5 MB (3D). NOTE: chosen on an Intel Xeon with 2 MB of L2 cache per core. On an AMD
+# EPYC (Zen 4) with 1 MB per core, tiles of 2**17 and 2**18 voxels ran fastest and 2**15
+# about 15 % slower in 2D. Other CPUs may prefer another size.
 _TILE_VOXELS_PER_THREAD = 1 << 17
 
 
@@ -121,17 +123,91 @@ def _normalised_coordinates(size: int) -> Tensor:
     return torch.linspace(-1.0, 1.0, size, dtype=torch.float64)
 
 
+def _control_point_coordinates(points: int, size: int) -> Tensor:
+    """Return the normalised coordinates at which the control points along one axis are interpolated onto its voxels.
+
+    Control points span the first to the last voxel centre. An axis of one voxel
+    takes its first control point at the voxel, whose normalised coordinate is 0.
+    """
+    if size == 1:
+        return torch.zeros(points, dtype=torch.float64)
+    return torch.linspace(-1.0, 1.0, points, dtype=torch.float64)
+
+
+def _represents_affine(points: Sequence[int], shape: Sequence[int]) -> bool:
+    """Return whether linear interpolation from control points of shape ``points`` onto ``shape`` reproduces an affine map.
+
+    That needs two or more control points along every axis of more than one voxel,
+    because a single control point is copied to every voxel.
+    """
+    return all(p >= 2 or n == 1 for p, n in zip(points, shape))
+
+
+def _plane_positions(size: int, points: int) -> Tensor:
+    """Return the position of each of ``size`` voxels in units of ``points`` evenly spaced planes, first and last on the end voxels.
+
+    As ``linear_interpolation_weights``, a single voxel takes the first plane.
+    """
+    if size == 1 or points == 1:
+        return torch.zeros(size, dtype=torch.float64)
+    return torch.arange(size, dtype=torch.float64) * ((points - 1) / (size - 1))
+
+
+class _PlaneStack:
+    """Grid values on planes across the first spatial axis, interpolated linearly onto the rows between them.
+
+    Args:
+        planes: ``(R, P, N)`` grid values of ``R`` samples on ``P`` planes, each plane
+            holding ``N = prod(S[1:]) * D`` values.
+        position: ``(S[0],)`` float64 position of each output row in plane units, from
+            0 (first plane) to ``P - 1`` (last plane).
+    """
+
+    def __init__(self, planes: Tensor, position: Tensor) -> None:
+        points = planes.shape[1]
+        left = position.floor().clamp(0, max(points - 2, 0)).to(torch.long)
+        self.planes = planes
+        self.points = points
+        self.fraction = (position - left).to(planes.device, planes.dtype).view(1, -1, 1)
+        # Rows between the same two planes form one run, so one lerp call fills them all.
+        self.runs: list[tuple[int, int, int]] = []
+        for row, plane in enumerate(left.tolist()):
+            if self.runs and self.runs[-1][0] == plane:
+                self.runs[-1] = (plane, self.runs[-1][1], row + 1)
+            else:
+                self.runs.append((plane, row, row + 1))
+
+    def interpolate(self, members: slice, rows: slice, out: Tensor) -> None:
+        """Write rows ``rows`` of samples ``members`` into ``out``, ``(G, len(rows), N)``."""
+        for plane, first, end in self.runs:
+            first, end = max(first, rows.start), min(end, rows.stop)
+            if first >= end:
+                continue
+            right = min(plane + 1, self.points - 1)
+            # lerp is exact at fractions 0 and 1, and elementwise, so the values do not depend on the tile size.
+            torch.lerp(
+                self.planes[members, plane : plane + 1],
+                self.planes[members, right : right + 1],
+                self.fraction[:, first:end],
+                out=out[:, first - rows.start : end - rows.start],
+            )
+
+
 class _SamplingGrid:
     """Sampling grid of the resampled samples in separable form, built one tile at a time.
 
-    The grid of output rows ``r0:r1`` (along the first spatial axis) is
-    ``weights[r0:r1] @ factor``, with the channel of each output voxel last and in
-    ``grid_sample``'s ``x, y(, z)`` order:
+    The grid of output rows ``r0:r1`` (along the first spatial axis) is a sum of
+    plane stacks (``_PlaneStack``), each interpolated linearly between its planes,
+    with the channel of each output voxel last and in ``grid_sample``'s
+    ``x, y(, z)`` order:
 
-    - The affine part enters as its values on the two end planes of the first axis
-      (``-1`` and ``+1``). Linear interpolation between them reproduces it exactly.
     - Each control-point displacement field enters as its values on its own
       control planes, already interpolated along the other axes.
+    - The affine part is added to the first field at its control points, because
+      linear interpolation reproduces an affine map exactly. The common affine +
+      elastic case then needs one stack. Without a field whose control points can
+      do that, the affine part enters as its values on the two end planes of the
+      first axis (``-1`` and ``+1``).
 
     Per-voxel displacement fields cannot be factored that way and are added to each
     tile.
@@ -156,62 +232,63 @@ class _SamplingGrid:
         device: torch.device,
     ) -> None:
         self.shape = tuple(shape)
+        self.dtype = dtype
         ndim = len(shape)
-        weights = [self._affine_weights()]
-        factors = [self._affine_factor(theta)]
-        for field in control_fields:
+        self.stacks = []
+        fold = bool(control_fields) and _represents_affine(tuple(control_fields[0].shape[2:]), self.shape)
+        if not fold:
+            axes = [torch.tensor([-1.0, 1.0], dtype=torch.float64)] + [_normalised_coordinates(n) for n in shape[1:]]
+            self._add_stack(self._affine_values(theta, axes).to(device, dtype), (_normalised_coordinates(shape[0]) + 1.0) / 2.0)
+        for index, field in enumerate(control_fields):
             normalised = field.to(dtype) / unit.to(field.device, dtype).view(-1, ndim, *(1,) * ndim)
+            points = tuple(field.shape[2:])
+            if index == 0 and fold:
+                # Linear interpolation between control points reproduces an affine map
+                # exactly, so the affine part joins the first field at its control points
+                # and the common affine + elastic case needs one stack.
+                coordinates = [_control_point_coordinates(p, n) for p, n in zip(points, shape)]
+                normalised = normalised + self._affine_values(theta, coordinates).to(normalised.device, dtype)
             partial = _upsample_trailing_axes(normalised, shape[1:])
-            factors.append(partial.movedim(1, -1).flip(-1).reshape(len(field), field.shape[2], -1).to(device))
-            weights.append(linear_interpolation_weights(shape[0], field.shape[2]))
-        if len(factors) > 1 and shape[0] > 1 and factors[1].shape[1] > 1:
-            self._fold_affine_into_first_field(weights, factors)
-        self.weights = torch.cat(weights, dim=1).to(device, dtype)
-        self.factor = torch.cat([f.to(device, dtype) for f in factors], dim=1)
+            self._add_stack(partial.to(device), _plane_positions(shape[0], points[0]))
+
         self.voxel_fields = list(voxel_fields)
         # Millimetres to normalised units, in grid channel order.
         self.inverse_unit = (1.0 / unit).flip(-1).to(device, dtype).view(-1, *(1,) * ndim, ndim)
 
+    def _add_stack(self, values: Tensor, position: Tensor) -> None:
+        """Add a stack from ``(R, D, P, *S[1:])`` values, channels in tensor axis order."""
+        # One copy puts the channel last, in grid_sample's reversed order, and makes the planes contiguous.
+        planes = values.flip(1).movedim(1, -1).contiguous()
+        self.stacks.append(_PlaneStack(planes.reshape(planes.shape[0], planes.shape[1], -1), position))
+
     @staticmethod
-    def _fold_affine_into_first_field(weights: list[Tensor], factors: list[Tensor]) -> None:
-        """Add the affine part to the first control field's planes, saving two terms per grid value.
+    def _affine_values(theta: Tensor, axes: Sequence[Tensor]) -> Tensor:
+        """Compute the normalised sampling positions ``(R, D, *points)`` of the affine maps at the grid of normalised ``axes``."""
+        count, ndim = theta.shape[0], theta.shape[1]
+        coordinates = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).reshape(ndim, -1)
+        positions = theta[:, :, :ndim] @ coordinates + theta[:, :, ndim:]
+        return positions.reshape(count, ndim, *(len(a) for a in axes))
 
-        Linear interpolation over the field's control planes reproduces the affine
-        part exactly, so its value on each control plane is added there. This needs
-        two or more control planes and a first axis of more than one voxel, because
-        along a single-voxel axis the affine part is taken at the centre but the
-        field at its first plane.
+    def new_buffer(self, samples: int, rows: int) -> Tensor:
+        """Allocate storage for the grid of tiles of up to ``samples`` samples and ``rows`` rows, for ``tile`` to reuse."""
+        return self.stacks[0].planes.new_empty(samples * rows * self.stacks[0].planes.shape[2])
+
+    def tile(self, members: slice, batch: slice | Tensor, rows: slice, buffer: Tensor | None = None) -> Tensor:
+        """Build the grid ``(G, rows, *S[1:], D)`` of the resampled samples ``members`` (batch positions ``batch``).
+
+        The grid is written into ``buffer`` (from ``new_buffer``) when one is given,
+        so a tile loop allocates and first touches its grid memory once.
         """
-        affine = factors.pop(0)
-        weights.pop(0)
-        points = factors[0].shape[1]
-        position = torch.linspace(-1.0, 1.0, points, dtype=torch.float64).view(1, points, 1)
-        ends = affine.to(torch.float64)
-        planes = (1.0 - position) / 2.0 * ends[:, :1] + (1.0 + position) / 2.0 * ends[:, 1:]
-        factors[0] = factors[0] + planes.to(factors[0].device, factors[0].dtype)
-
-    def _affine_weights(self) -> Tensor:
-        first = _normalised_coordinates(self.shape[0])
-        return torch.stack([(1.0 - first) / 2.0, (1.0 + first) / 2.0], dim=1)
-
-    def _affine_factor(self, theta: Tensor) -> Tensor:
-        """Affine sampling positions on the planes at ``-1`` and ``+1`` of the first axis: ``(R, 2, prod(S[1:]) * D)``."""
-        count, ndim = theta.shape[0], len(self.shape)
-        trailing = (1,) * (ndim - 1)
-        ends = torch.tensor([-1.0, 1.0], dtype=torch.float64).view(1, 2, *trailing, 1)
-        positions = theta[:, :, 0].reshape(count, 1, *trailing, ndim) * ends + theta[:, :, ndim].reshape(count, 1, *trailing, ndim)
-        for axis in range(1, ndim):
-            coordinate_shape = [1, 1] + [1] * (ndim - 1) + [1]
-            coordinate_shape[1 + axis] = self.shape[axis]
-            coordinates = _normalised_coordinates(self.shape[axis]).view(coordinate_shape)
-            positions = positions + coordinates * theta[:, :, axis].reshape(count, 1, *trailing, ndim)
-        return positions.flip(-1).reshape(count, 2, -1)
-
-    def tile(self, members: slice, batch: slice | Tensor, rows: slice) -> Tensor:
-        """Grid ``(G, rows, *S[1:], D)`` of the resampled samples ``members`` (batch positions ``batch``)."""
-        grid = torch.matmul(self.weights[rows], self.factor[members])
-        grid = grid.view(grid.shape[0], grid.shape[1], *self.shape[1:], len(self.shape))
         ndim = len(self.shape)
+        first = self.stacks[0]
+        tile_shape = (members.stop - members.start, rows.stop - rows.start, first.planes.shape[2])
+        grid = first.planes.new_empty(tile_shape) if buffer is None else buffer[: math.prod(tile_shape)].view(tile_shape)
+        first.interpolate(members, rows, grid)
+        for stack in self.stacks[1:]:
+            term = torch.empty_like(grid)
+            stack.interpolate(members, rows, term)
+            grid += term
+        grid = grid.view(grid.shape[0], grid.shape[1], *self.shape[1:], ndim)
         inverse_unit = self.inverse_unit[members]
         for field in self.voxel_fields:
             tile_field = field[batch, :, rows].to(grid.dtype)
@@ -244,16 +321,69 @@ def _is_zero(field: Tensor) -> Tensor:
     return ((flat.amax(dim=1) == 0) & (flat.amin(dim=1) == 0)).cpu()
 
 
-def _image_padding(image: Tensor, mode: str) -> Tensor | None:
-    """Value per sample and channel that fills voxels sampled from outside the field of view.
+def check_image_padding(value: str | float) -> str | float:
+    """Return a valid image padding: a name from ``IMAGE_PADDING_MODES`` or a finite number, else raise ``ValueError``."""
+    if isinstance(value, str):
+        if value in IMAGE_PADDING_MODES:
+            return value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise ValueError(f"image_padding must be one of {IMAGE_PADDING_MODES} or a finite number, got {value!r}")
 
-    Returns ``None`` for ``"zeros"`` and ``"border"``, which ``grid_sample`` pads by itself.
+
+def _border_values(image: Tensor) -> Tensor:
+    """Gather the voxels on the faces of the field of view, ``(B, C, N)``. Edge voxels appear once per face."""
+    batch, channels = image.shape[:2]
+    faces = []
+    for dim in range(2, image.ndim):
+        faces.append(image.select(dim, 0).reshape(batch, channels, -1))
+        faces.append(image.select(dim, image.shape[dim] - 1).reshape(batch, channels, -1))
+    return torch.cat(faces, dim=-1)
+
+
+def otsu_border_mean(image: Tensor) -> Tensor:
+    """Compute the mean of the darker of two Otsu classes of the border voxels, ``(B, C)``.
+
+    This is TorchIO's ``default_pad_value="otsu"``: the border of the field of view
+    is split at the threshold that maximises the between-class variance, and the
+    darker class fills, so bright anatomy cut by the border does not raise the fill.
+    The split is exact, over the sorted values, where SimpleITK's filter that
+    TorchIO uses bins them into a histogram first. A border of a single value fills
+    with that value.
+    """
+    values = _border_values(image).to(torch.float64).sort(dim=-1).values
+    count = values.shape[-1]
+    dark_count = torch.arange(1, count, dtype=torch.float64, device=image.device)
+    cumulative = values.cumsum(dim=-1)
+    total = cumulative[..., -1:]
+    dark_mean = cumulative[..., :-1] / dark_count
+    bright_mean = (total - cumulative[..., :-1]) / (count - dark_count)
+    dark_weight = dark_count / count
+    between = dark_weight * (1.0 - dark_weight) * (dark_mean - bright_mean).square()
+
+    # A threshold can only lie between two different values, so -1 marks the other positions.
+    between = torch.where(values[..., 1:] > values[..., :-1], between, -1.0)
+    best = between.argmax(dim=-1, keepdim=True)
+    split = between.gather(-1, best) >= 0
+    fill = torch.where(split, dark_mean.gather(-1, best), total / count)
+    return fill[..., 0].to(image.dtype)
+
+
+def _image_padding(image: Tensor, mode: str | float) -> Tensor | None:
+    """Return the value per sample and channel, ``(B, C, 1, ...)``, that fills voxels sampled from outside the field of view.
+
+    Returns ``None`` for ``"zeros"``, ``0`` and ``"border"``, which ``grid_sample`` pads by itself.
     """
     reduce_dims = tuple(range(2, image.ndim))
+    view = (*image.shape[:2], *(1,) * (image.ndim - 2))
     if mode == "minimum":
         return image.amin(dim=reduce_dims, keepdim=True)
     if mode == "mean":
         return image.mean(dim=reduce_dims, keepdim=True)
+    if mode == "otsu":
+        return otsu_border_mean(image).view(view)
+    if isinstance(mode, float) and mode != 0.0:
+        return torch.full(view, mode, dtype=image.dtype, device=image.device)
     return None
 
 
@@ -410,7 +540,7 @@ def _resample(
     grid: _SamplingGrid,
     resampled: list[int],
     fill: Tensor | None,
-    image_padding: str,
+    image_padding: str | float,
     label_mode: str,
     out_image: Tensor,
     out_label: Tensor | None,
@@ -420,17 +550,25 @@ def _resample(
     samples_per_group, rows_per_tile = _tile_layout(shape, image.device)
     padding_mode = "border" if image_padding == "border" else "zeros"
 
+    buffer = grid.new_buffer(min(samples_per_group, len(resampled)), min(rows_per_tile, shape[0]))
     for group in _groups(resampled, samples_per_group, image.device):
         group_image = image[group.batch]
         group_fill = None if fill is None else fill[group.batch]
         if group_fill is not None:
             # Sampling image - fill with zero padding, then adding fill back, pads with fill.
             group_image = group_image - group_fill
-        source = None if label is None else _label_source(label[group.batch], label_mode, grid.factor.dtype)
+        elif image.device.type == "cpu" and isinstance(group.batch, slice):
+            # grid_sample reads its input in rotated order, which is slow from main memory.
+            # One sequential copy first brings the group into cache (indexing by a tensor
+            # has copied it already). NOTE: measured on a shared 2-core AMD EPYC, the 2D
+            # warp of 32x256x256 took about a third less CPU time, the 3D warp of
+            # 8x64x64x64 about the same.
+            group_image = group_image.clone()
+        source = None if label is None else _label_source(label[group.batch], label_mode, grid.dtype)
 
         for start in range(0, shape[0], rows_per_tile):
             rows = slice(start, min(shape[0], start + rows_per_tile))
-            tile_grid = grid.tile(group.members, group.batch, rows)
+            tile_grid = grid.tile(group.members, group.batch, rows, buffer)
             warped = F.grid_sample(group_image, tile_grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
             if group_fill is not None:
                 warped.add_(group_fill)
@@ -465,7 +603,7 @@ def warp(
     forward: Tensor,
     displacement: Tensor | Sequence[Tensor] | None = None,
     *,
-    image_padding: str = "minimum",
+    image_padding: str | float = "minimum",
     label_mode: str = "nearest",
 ) -> tuple[Tensor, Tensor | None]:
     """Resample image and label through composed forward maps and optional displacements.
@@ -484,7 +622,10 @@ def warp(
             is interpolated inside the sampling grid instead of being stored per
             voxel. A sequence of such fields is summed.
         image_padding: fill of the image outside the field of view: ``"zeros"``,
-            ``"minimum"`` or ``"mean"`` of each sample and channel, or ``"border"``.
+            ``"minimum"`` or ``"mean"`` of each sample and channel, ``"otsu"`` (the
+            mean of the darker Otsu class of the border voxels, see
+            ``otsu_border_mean``), ``"border"`` (the nearest border voxel) or a
+            number. Labels are padded with 0 whatever this is.
         label_mode: ``"nearest"`` neighbour, or ``"onehot"`` (linear
             interpolation of one-hot channels, then argmax).
 
@@ -492,8 +633,7 @@ def warp(
         The warped image and label, with the input shapes and dtypes. Labels only
         take values of the input label or 0 (outside the field of view).
     """
-    if image_padding not in IMAGE_PADDING_MODES:
-        raise ValueError(f"image_padding must be one of {IMAGE_PADDING_MODES}, got {image_padding!r}")
+    image_padding = check_image_padding(image_padding)
     if label_mode not in LABEL_MODES:
         raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
     shape = tuple(image.shape[2:])

@@ -4,9 +4,9 @@ Every library is timed in this one process against "the floor": one bare
 ``torch.nn.functional.grid_sample`` per tensor (image bilinear, label nearest, both
 float32) on a precomputed sampling grid. That is the core work of any method that
 resamples both tensors through one grid. Each library and the floor alternate
-within every repeat, and the report gives the median time per batch and that median
-as a multiple of the floor measured alongside it, so machine load that changes
-during the run affects both.
+within every repeat. The report gives the median time per batch and the median,
+over repeats, of the library's time divided by the floor's time in the same
+repeat, so machine load that changes during the run affects both.
 
 Batches: 3D 8x1x64x64x64 and 2D 32x1x256x256, float32 image and int64 label
 (``--label-dtype uint8`` for uint8) with classes 0, 1 and 2. Transforms: rotation within +-15 degrees, scaling within
@@ -21,7 +21,9 @@ unavailable with the reason. Install them with ``pip install -e '.[bench]'``.
 A second measurement, ``--training-step``, times one AdamW step of the quick
 study's U-Net with and without the ``nonrigid`` augmentation preset.
 
-Run: ``python benchmarks/augment_throughput.py [--threads 1] [--repeats 15]``.
+Run: ``python benchmarks/augment_throughput.py [--threads 1] [--repeats 15] [--rounds 1]``.
+With ``--rounds N`` the whole measurement runs N times and a last table gives the
+median multiple of the floor over the rounds.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from augment import Pipeline, RandomAffine, RandomElastic, build_strategy, derive_generator, warp
+from augment import Pipeline, RandomAffine, RandomElastic, build_strategy, derive_generator
 from augment.warp import normalised_affine
 
 DEGREES = 15.0
@@ -114,27 +116,6 @@ def make_medaug(ndim: str, image_padding: str = "zeros", affine: bool = True) ->
     def run(image, label):
         out = pipeline({"image": image, "label": label}, derive_generator(0, next(counter)))
         return out["image"], out["label"]
-
-    return run
-
-
-def make_medaug_control_points(ndim: str) -> Augment:
-    """Sample with the pipeline, then warp with the elastic field at its control points.
-
-    This is what ``Pipeline.apply`` does once it passes control-point fields to
-    ``warp`` instead of per-voxel fields.
-    """
-    pipeline = medaug_pipeline("zeros")
-    counter = iter(range(1 << 62))
-
-    def run(image, label):
-        batch = {"image": image, "label": label}
-        params = pipeline.sample(batch, derive_generator(0, next(counter)))
-        spacing = torch.ones(image.shape[0], image.ndim - 2, dtype=torch.float64)
-        forward = pipeline.forward_matrices(params, image.shape[0], image.ndim - 2)
-        fields = [t.control_point_displacement({k: v.float() for k, v in p.items()}) for t, p in zip(pipeline.spatial, params)]
-        fields = [field for field in fields if field is not None]
-        return warp(image, label, spacing, forward, fields, image_padding="zeros")
 
     return run
 
@@ -351,7 +332,6 @@ def make_cornucopia(ndim: str, affine: bool = True) -> Augment:
 LIBRARIES: dict[str, tuple[str, Callable[..., Augment]]] = {
     "medaug": ("medaug Pipeline", make_medaug),
     "medaug-minimum": ("medaug Pipeline, minimum padding", lambda ndim: make_medaug(ndim, image_padding="minimum")),
-    "medaug-control-points": ("medaug warp, control-point field", make_medaug_control_points),
     "torchio": (f"TorchIO {package_version('torchio')}", make_torchio),
     "monai": (f"MONAI {package_version('monai')}", make_monai),
     "kornia": (f"Kornia {package_version('kornia')}", make_kornia),
@@ -375,7 +355,7 @@ STRENGTH_LIBRARIES = ("medaug", "torchio", "monai", "kornia", "nnunet", "cornuco
 class Row:
     name: str
     seconds: float | None = None
-    floor_seconds: float | None = None
+    multiple: float | None = None
     labels_exact: bool | None = None
     note: str = ""
 
@@ -389,31 +369,46 @@ def labels_exact(out_label: torch.Tensor, label: torch.Tensor) -> bool:
     return set(values.tolist()) <= allowed
 
 
-def time_paired(run: Callable[[], object], floor: Callable[[], None], repeats: int, max_seconds: float) -> tuple[float, float]:
-    """Return the median seconds of ``run`` and of ``floor``, called alternately.
+@dataclass
+class PairedTiming:
+    """Median seconds of a function and of the floor, and the median of their ratio within each repeat."""
 
-    Stops early, after at least three repeats, once ``run`` has taken ``max_seconds`` in total.
+    seconds: float
+    floor_seconds: float
+    multiple: float
+
+
+def time_paired(run: Callable[[], object], floor: Callable[[], None], repeats: int, max_seconds: float) -> PairedTiming:
+    """Time ``run`` and ``floor`` alternately, one call of each per repeat, after one warm-up call of each.
+
+    The two calls swap order every repeat, because the second call of a pair
+    finds the shared input batch partly in cache. Stops early, after at least three
+    repeats, once ``run`` has taken ``max_seconds`` in total.
     """
     run()
     floor()
     run_times, floor_times = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        floor()
-        floor_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        run()
-        run_times.append(time.perf_counter() - start)
+    for repeat in range(repeats):
+        pair = [(floor, floor_times), (run, run_times)]
+        if repeat % 2 == 1:
+            pair.reverse()
+        for function, times in pair:
+            start = time.perf_counter()
+            function()
+            times.append(time.perf_counter() - start)
         if len(run_times) >= 3 and sum(run_times) > max_seconds:
             break
-    return statistics.median(run_times), statistics.median(floor_times)
+    ratios = [r / f for r, f in zip(run_times, floor_times)]
+    return PairedTiming(statistics.median(run_times), statistics.median(floor_times), statistics.median(ratios))
 
 
 def measure(ndim: str, names: list[str], repeats: int, max_seconds: float, label_dtype: torch.dtype) -> list[Row]:
     image, label = make_batch(ndim, label_dtype=label_dtype)
     floor = make_floor(image, label)
     rows = [Row("floor: grid_sample x2 on a precomputed grid", labels_exact=True)]
-    rows[0].seconds, rows[0].floor_seconds = time_paired(floor, floor, repeats, max_seconds)
+    timing = time_paired(floor, floor, repeats, max_seconds)
+    rows[0].seconds, rows[0].multiple = timing.seconds, timing.multiple
+    print(format_row(rows[0]), flush=True)
 
     for name in names:
         title, factory = LIBRARIES[name]
@@ -427,7 +422,8 @@ def measure(ndim: str, names: list[str], repeats: int, max_seconds: float, label
                 if tuple(out_image.shape) != tuple(image.shape) or tuple(out_label.shape) != tuple(label.shape):
                     raise Unavailable(f"returned shapes {tuple(out_image.shape)} and {tuple(out_label.shape)}")
                 row.labels_exact = labels_exact(out_label, label)
-                row.seconds, row.floor_seconds = time_paired(lambda: augment(image, label), floor, repeats, max_seconds)
+                timing = time_paired(lambda: augment(image, label), floor, repeats, max_seconds)
+                row.seconds, row.multiple = timing.seconds, timing.multiple
         except Unavailable as error:
             row.note = f"unavailable: {error}"
         except Exception as error:  # A peer failing must not stop the others.
@@ -440,9 +436,28 @@ def measure(ndim: str, names: list[str], repeats: int, max_seconds: float, label
 def format_row(row: Row) -> str:
     if row.seconds is None:
         return f"| {row.name} | - | - | - | {row.note} |"
-    multiple = row.seconds / row.floor_seconds
     exact = {True: "yes", False: "no", None: "-"}[row.labels_exact]
-    return f"| {row.name} | {row.seconds * 1e3:.1f} ms | {multiple:.2f} | {exact} | {row.note} |"
+    return f"| {row.name} | {row.seconds * 1e3:.1f} ms | {row.multiple:.2f} | {exact} | {row.note} |"
+
+
+def print_round_summary(multiples: dict[tuple[str, str], list[float]], rounds: int) -> None:
+    print(f"\nMultiple of the floor over {rounds} rounds\n")
+    print("| batch | library | median | lowest | highest |")
+    print("|---|---|---|---|---|")
+    for (ndim, name), values in multiples.items():
+        print(f"| {ndim.upper()} | {name} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")
+
+
+def cpu_name() -> str:
+    """Return the CPU model from /proc/cpuinfo where there is one, else the machine type."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def print_header(ndim: str, label_dtype: torch.dtype) -> None:
@@ -524,7 +539,8 @@ def measure_training_step(repeats: int) -> None:
         loss.backward()
         optimizer.step()
 
-    augmented_seconds, plain_seconds = time_paired(lambda: step(True), lambda: step(False), repeats, max_seconds=600.0)
+    timing = time_paired(lambda: step(True), lambda: step(False), repeats, max_seconds=600.0)
+    augmented_seconds, plain_seconds = timing.seconds, timing.floor_seconds
     augmentation_seconds = statistics.median(
         [_time_once(lambda: pipeline(batch, derive_generator(1, i))) for i in range(repeats)]
     )
@@ -565,6 +581,12 @@ def main() -> None:
         default="int64",
         help="dtype of the label batch (default int64). The floor always samples a float32 copy",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the whole timing this many times and end with the median multiple of the floor per library (default 1)",
+    )
     parser.add_argument("--measure-strength", action="store_true", help="also print the RMS displacement of each elastic transform")
     parser.add_argument("--training-step", action="store_true", help="also time a U-Net training step with and without augmentation")
     args = parser.parse_args()
@@ -577,11 +599,19 @@ def main() -> None:
     else:
         # Peers also compute with NumPy and SciPy, whose BLAS and OpenMP pools torch does not set.
         threadpool_limits(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), Python {platform.python_version()}, {platform.processor() or platform.machine()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), Python {platform.python_version()}, {cpu_name()}")
     label_dtype = getattr(torch, args.label_dtype)
-    for ndim in args.dims:
-        print_header(ndim, label_dtype)
-        measure(ndim, args.libraries, args.repeats, args.max_seconds, label_dtype)
+    multiples: dict[tuple[str, str], list[float]] = {}
+    for round_index in range(args.rounds):
+        if args.rounds > 1:
+            print(f"\nRound {round_index + 1} of {args.rounds}")
+        for ndim in args.dims:
+            print_header(ndim, label_dtype)
+            for row in measure(ndim, args.libraries, args.repeats, args.max_seconds, label_dtype):
+                if row.multiple is not None:
+                    multiples.setdefault((ndim, row.name), []).append(row.multiple)
+    if args.rounds > 1:
+        print_round_summary(multiples, args.rounds)
     if args.measure_strength:
         measure_strength(args.libraries)
     if args.training_step:

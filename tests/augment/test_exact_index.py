@@ -95,17 +95,21 @@ def test_single_flip_reverses_axis():
 # indices: output[i, j] = input[i - 1, j - 1], and row 0 and column 0 come from outside.
 DIAGONAL_LABEL = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
 SHIFTED_DIAGONAL_LABEL = [[0, 0, 0], [0, 1, 0], [0, 0, 1]]
-PADDING_MODES = ["zeros", "minimum", "mean", "border"]
-# The image is 5.0 everywhere, so only "zeros" fills the voxels moved in from outside with another value.
+# Every named mode and two constant fills: 5.0, the image value, and -3.0.
+PADDING_MODES = ["zeros", "minimum", "mean", "border", "otsu", 5.0, -3.0]
+# The image is 5.0 everywhere, so only "zeros" and -3.0 fill the voxels moved in from outside with another value.
 SHIFTED_CONSTANT_IMAGE = {
     "zeros": [[0.0, 0.0, 0.0], [0.0, 5.0, 5.0], [0.0, 5.0, 5.0]],
     "minimum": [[5.0] * 3] * 3,
     "mean": [[5.0] * 3] * 3,
     "border": [[5.0] * 3] * 3,
+    "otsu": [[5.0] * 3] * 3,
+    5.0: [[5.0] * 3] * 3,
+    -3.0: [[-3.0, -3.0, -3.0], [-3.0, 5.0, 5.0], [-3.0, 5.0, 5.0]],
 }
 
 
-def translate_diagonal(image_padding: str) -> dict[str, torch.Tensor]:
+def translate_diagonal(image_padding: str | float) -> dict[str, torch.Tensor]:
     batch = {
         "image": torch.full((1, 1, 3, 3), 5.0),
         "label": torch.tensor(DIAGONAL_LABEL).reshape(1, 1, 3, 3),

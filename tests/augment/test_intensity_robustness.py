@@ -96,3 +96,14 @@ def test_integer_image_through_direct_apply(image_name):
     expected = image.to(torch.float32) * params["factor"].to(torch.float32).reshape(1, 1, *(1,) * (image.ndim - 2))
     assert out.dtype == torch.float32
     assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("value", [0.0, 7.0, -1024.0])
+@pytest.mark.parametrize("name", sorted(ALWAYS_APPLIED))
+def test_constant_image_stays_finite(name, value):
+    image = torch.full((2, 1, 6, 7, 8), value)
+
+    out = Pipeline([ALWAYS_APPLIED[name]()])({"image": image}, derive_generator(0))
+
+    assert out["image"].dtype == torch.float32
+    assert torch.isfinite(out["image"]).all()

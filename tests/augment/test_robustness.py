@@ -158,3 +158,20 @@ def test_translation_along_single_voxel_axis_keeps_slice():
 
     assert torch.equal(copied, torch.ones(1, 1, 1, 4, 4))
     torch.testing.assert_close(resampled, copied, rtol=0.0, atol=1e-3)
+
+
+CONSTANT_VALUES = [0.0, 7.0, -1024.0]
+
+
+@pytest.mark.parametrize("value", CONSTANT_VALUES)
+@pytest.mark.parametrize("shape", SHAPES + [(2, 1, 6, 7, 8), (2, 1, 9, 10)], ids=SHAPE_IDS + ["6x7x8", "9x10"])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_constant_image_stays_finite(preset, shape, value):
+    image = torch.full(shape, value)
+    batch = {"image": image, "label": torch.ones(shape, dtype=torch.int64)}
+
+    out = build_strategy(always_applied(preset))(batch, derive_generator(0))
+
+    assert out["image"].shape == image.shape
+    assert torch.isfinite(out["image"]).all()
+    assert set(out["label"].unique().tolist()) <= {0, 1}

@@ -65,6 +65,21 @@ def test_invalid_padding_mode_is_rejected():
     assert "'reflect'" in str(raised.value)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True, "5"], ids=["nan", "inf", "bool", "string"])
+def test_invalid_padding_value_is_rejected(value):
+    with pytest.raises(StrategyError) as raised:
+        build_strategy({"transforms": [], "image_padding": value})
+
+    assert str(raised.value).startswith("image_padding must be one of ('zeros', 'minimum', 'mean', 'border', 'otsu') or a finite number, got ")
+
+
+@pytest.mark.parametrize(("value", "expected"), [(-1024, -1024.0), (0.5, 0.5), ("otsu", "otsu")])
+def test_padding_number_or_otsu_is_accepted(value, expected):
+    pipeline = build_strategy({"transforms": [], "image_padding": value})
+
+    assert pipeline.image_padding == expected
+
+
 def test_missing_strategy_file_is_rejected(tmp_path):
     missing = tmp_path / "absent.yaml"
 

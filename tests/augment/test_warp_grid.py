@@ -137,8 +137,28 @@ def test_displacement_sequence_is_summed():
     torch.testing.assert_close(summed, combined, rtol=0.0, atol=1e-3)
 
 
+def test_several_control_grids_match_voxel_fields():
+    # The first grid has one control plane along axis 0, so it cannot carry the affine
+    # part. The second has another number of control points. The sampling grid then
+    # sums three plane stacks and must match the same fields given per voxel.
+    shape = (12, 10, 9)
+    spacing, forward, _ = sample_parameters(shape, 2, seed=9)
+    generator = torch.Generator().manual_seed(9)
+    single_plane = torch.randn(2, 3, 1, 3, 2, generator=generator)
+    finer = torch.randn(2, 3, 3, 4, 5, generator=generator)
+    image = coordinate_image(shape, 2)
+    label = block_label(shape, 2, seed=9)
+    voxel_fields = warp_module.upsample_linear(single_plane, shape) + warp_module.upsample_linear(finer, shape)
+
+    from_control_points = warp(image, label, spacing, forward, [single_plane, finer])
+    from_voxels = warp(image, label, spacing, forward, voxel_fields)
+
+    torch.testing.assert_close(from_control_points[0], from_voxels[0], rtol=0.0, atol=1e-3)
+    assert (from_control_points[1] != from_voxels[1]).float().mean() < 1e-3
+
+
 @pytest.mark.parametrize("label_mode", ["nearest", "onehot"])
-@pytest.mark.parametrize("image_padding", ["zeros", "minimum", "mean", "border"])
+@pytest.mark.parametrize("image_padding", ["zeros", "minimum", "mean", "border", "otsu", -2.5])
 @pytest.mark.parametrize("shape_name", sorted(SHAPES))
 def test_small_tiles_give_identical_output(shape_name, image_padding, label_mode, monkeypatch):
     # p=0.6 leaves some samples exact (index copies), so the resampled samples are
