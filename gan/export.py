@@ -274,6 +274,12 @@ def is_finished_export(folder: Path) -> bool:
     return (folder / "dataset.json").is_file()
 
 
+def _written_by_medaug(folder: Path) -> bool:
+    """A finished export that carries medaug's manifest, unlike a source dataset that only has dataset.json."""
+    manifest = _read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else None
+    return is_finished_export(folder) and isinstance(manifest, dict) and "provenance" in manifest
+
+
 def export_dataset(
     output: str | Path,
     planned: Sequence[PlannedCase],
@@ -375,7 +381,16 @@ def _existing_output_matches(output: Path, planned: Sequence[PlannedCase], prove
     """Check that ``output`` may be written, and return True when it already contains this exact export."""
     if output.exists() and not output.is_dir():
         raise GanError(f"output {output} is a file; give a folder for the synthetic dataset")
-    if not output.exists() or overwrite:
+    if not output.exists():
+        return False
+    if overwrite:
+        # --overwrite replaces an earlier export only: a folder of anything else (the
+        # source dataset, a project folder) would be deleted with it.
+        if any(output.iterdir()) and not _written_by_medaug(output):
+            raise GanError(
+                f"output {output} is not a synthetic export written by medaug (no dataset.json and manifest.json), so "
+                "--overwrite will not replace it; choose a new or empty output folder"
+            )
         return False
     if is_finished_export(output):
         manifest = _read_json(output / "manifest.json")
@@ -383,7 +398,7 @@ def _existing_output_matches(output: Path, planned: Sequence[PlannedCase], prove
             return True
         raise GanError(f"output {output} already contains a dataset from other settings; pass --overwrite to replace it, or choose another output folder")
     if any(output.iterdir()):
-        raise GanError(f"output {output} exists, is not empty and is not a finished export (no dataset.json); remove it, pass --overwrite, or choose another folder")
+        raise GanError(f"output {output} exists, is not empty and is not a finished export (no dataset.json); choose a new or empty output folder")
     return False
 
 

@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["Domain", "generate_from_labels", "train_conditional", "train_cyclegan", "translate_volume"]
 
 TRAINING_LOG = "training_log.json"
+# Smallest training slice for the default discriminator: three stride-2 layers leave size / 8,
+# the stride-1 layer one pixel less, and instance norm needs more than one value per channel.
+MIN_IMAGE_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,11 @@ def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(n) for n in image_size)
     if len(size) != 2 or min(size) < 1:
         raise GanError(f"image_size must be a positive integer or two of them, got {image_size!r}")
+    if min(size) < MIN_IMAGE_SIZE:
+        raise GanError(
+            f"image_size {image_size!r} is too small: the PatchGAN discriminator halves slices three times and "
+            f"normalises what is left, which needs at least {MIN_IMAGE_SIZE} pixels per side"
+        )
     return size
 
 

@@ -230,6 +230,11 @@ def predict_command(
     if target_spacing is not None and target_spacing <= 0:
         raise DataError(f"--target-spacing must be a positive pixel size in mm, got {target_spacing}")
     png_input = _is_png_folder(source)
+    input_folders = {source.resolve(), (source / "imagesTr").resolve()}
+    if output.resolve() in input_folders:
+        raise DataError(f"output {output} is the folder of the input images; predictions would replace them, so choose another output folder")
+    if png_input and net.spatial_dims != 2:
+        raise DataError(f"{checkpoint} is a {net.spatial_dims}D model and {source} holds 2D PNG images; use a model trained on 2D images")
     output_format = output_format or ("png" if png_input else "nifti")
     if output_format not in ("nifti", "png"):
         raise DataError(f"--format must be nifti or png, got {output_format!r}")

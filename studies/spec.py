@@ -328,7 +328,15 @@ def load_spec(name_or_path: str | Path) -> StudySpec:
             build_strategy(augmentation_reference(spec, strategy, path))
         except StrategyError as error:
             raise SpecError(f"study file {path}: strategies[{position}]: {error}") from error
-    return spec.model_copy(update={"dataset": _anchor_dataset(spec.dataset, path), "definitions": _anchor_definitions(spec, path)})
+    definitions = _anchor_definitions(spec, path)
+    for name, definition in definitions.items():
+        given = definition.synthetic.dataset if definition.synthetic is not None else None
+        if given is not None and not (Path(given) / "manifest.json").is_file():
+            raise SpecError(
+                f"study file {path}: definitions.{name}.synthetic.dataset: {given} is not a synthetic dataset written by "
+                "`medaug gan sample` (no manifest.json); write it first or leave the key out to train a GAN per run"
+            )
+    return spec.model_copy(update={"dataset": _anchor_dataset(spec.dataset, path), "definitions": definitions})
 
 
 def augmentation_reference(spec: StudySpec, strategy: str, study_path: Path) -> str | dict[str, Any]:

@@ -10,8 +10,9 @@ label maps saw one of the run's validation cases.
 
 Generated data live under ``<study>/synthetic/<key>/``, where the key hashes the
 training cases and the settings, so runs that share them (for example the same
-fold with two segmentation seeds) share one GAN, and a killed study resumes
-the GAN and the export instead of redoing them.
+fold with two segmentation seeds) share one GAN. A rerun after a kill reuses a
+finished GAN and resumes its export case by case; a GAN killed during training
+is trained again from its first step.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from segment.data.msd import Case, MSDDataset
 from segment.errors import DataError
@@ -47,7 +48,17 @@ class GanTrainingSpec(_Strict):
     generator_features: int = Field(32, gt=0)
     discriminator_features: int = Field(32, gt=0)
     learning_rate: float = Field(2e-4, gt=0)
-    intensity: str = Field("mr", description="intensity mapping of the images: mr, ct or zscore")
+    intensity: Literal["mr", "ct", "zscore"] = Field("mr", description="intensity mapping of the images")
+
+    @field_validator("image_size")
+    @classmethod
+    def _large_enough(cls, size: int | list[int]) -> int | list[int]:
+        from gan.training import MIN_IMAGE_SIZE
+
+        sizes = [size] if isinstance(size, int) else size
+        if len(sizes) not in (1, 2) or min(sizes) < MIN_IMAGE_SIZE:
+            raise ValueError(f"image_size must be one or two sizes of at least {MIN_IMAGE_SIZE} pixels, got {size}")
+        return size
 
 
 class SyntheticSpec(_Strict):

@@ -218,3 +218,23 @@ def test_killed_export_resumes_to_same_files(tmp_path):
     exec(compile(SLOW_EXPORT.replace("float(sys.argv[2])", "0"), "export.py", "exec"), namespace)
     reference = export_dataset(tmp_path / "reference", namespace["cases"], namespace["generate"], info=namespace["info"], provenance={"checkpoint_sha256": "ab" * 32})
     assert folder_bytes(output) == folder_bytes(reference)
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_an_export(tmp_path):
+    # A user pointing -o at a project folder must not lose it (found by a new-user test).
+    output = tmp_path / "project"
+    output.mkdir()
+    (output / "thesis.txt").write_text("important")
+    with pytest.raises(GanError, match="not a synthetic export written by medaug"):
+        export_dataset(output, plan(1), make_generate([]), info=INFO, provenance={"checkpoint_sha256": SHA}, overwrite=True)
+    assert (output / "thesis.txt").read_text() == "important"
+
+
+def test_overwrite_never_deletes_a_source_dataset(tmp_path):
+    # A Decathlon dataset has dataset.json too, but no medaug manifest.
+    output = tmp_path / "Task97"
+    output.mkdir()
+    (output / "dataset.json").write_text("{}")
+    with pytest.raises(GanError, match="not a synthetic export written by medaug"):
+        export_dataset(output, plan(1), make_generate([]), info=INFO, provenance={"checkpoint_sha256": SHA}, overwrite=True)
+    assert (output / "dataset.json").exists()

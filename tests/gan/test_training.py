@@ -222,3 +222,10 @@ def test_label_channels_one_hot_by_slice():
     assert channels[0, :, 0, 1].tolist() == [0, 1, 0, 0, 0, 1]
     with pytest.raises(GanError, match="num_classes"):
         label_channels(labels, 2)
+
+
+@pytest.mark.parametrize("size", [8, 16, [64, 24]])
+def test_too_small_slices_are_refused_before_loading(tmp_path, size):
+    # Below 32 pixels the discriminator failed deep inside torch (found by a new-user test).
+    with pytest.raises(GanError, match="too small"):
+        train_conditional(tmp_path / "no-such-dataset", tmp_path / "out", image_size=size, steps=1)

@@ -183,3 +183,29 @@ def test_train_then_predict_png_run(tmp_path):
         written = read_label_png(tmp_path / "pred" / f"{case_id}.png")
         assert written.shape == (40, 60)
         assert np.array_equal(written, expected_labels(root, case_id, run_dir / "model.pt", target_spacing=0.5))
+
+
+@pytest.mark.parametrize("inside", ["images", "."])
+def test_output_folder_of_the_input_images_is_refused(tmp_path, inside):
+    # Predicting into the input folder replaced the images with label maps (found by a new-user test).
+    write_nifti(tmp_path / "data" / "images" / "vol.nii.gz", np.ones((8, 8, 8), dtype=np.float32))
+    source = tmp_path / "data" / "images"
+    before = (source / "vol.nii.gz").read_bytes()
+    checkpoint = write_checkpoint(tmp_path / "run", spatial_dims=3)
+
+    output = source if inside == "images" else source / "."
+    result = CliRunner().invoke(app, ["predict", str(checkpoint), str(source), str(output)])
+
+    assert isinstance(result.exception, DataError)
+    assert "is the folder of the input images" in str(result.exception)
+    assert (source / "vol.nii.gz").read_bytes() == before
+
+
+def test_3d_model_on_png_images_is_named(tmp_path):
+    root = make_png_dataset(tmp_path / "HC", CASES)
+    checkpoint = write_checkpoint(tmp_path / "run", spatial_dims=3)
+
+    result = CliRunner().invoke(app, ["predict", str(checkpoint), str(root / "images"), str(tmp_path / "pred"), "--spacing-csv", str(root / "spacing.csv")])
+
+    assert isinstance(result.exception, DataError)
+    assert "is a 3D model" in str(result.exception) and "2D PNG images" in str(result.exception)

@@ -143,3 +143,22 @@ def test_synthetic_study_trains_a_gan_on_training_cases_only(tmp_path):
     stamp = generator.stat().st_mtime_ns
     run_study(spec, output_dir=tmp_path / "results", study_path=path)
     assert generator.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(
+    ("gan", "message"),
+    [({"image_size": 8}, "image_size must be one or two sizes of at least 32"), ({"intensity": "foo"}, "intensity")],
+)
+def test_bad_gan_settings_are_rejected_before_any_run(tmp_path, gan, message):
+    # Found by a new-user test: these used to fail only after the other runs had trained.
+    dataset = make_msd_dataset(tmp_path / "Synthetic")
+    definitions = {"rigid+synthetic": {"augmentation": "rigid", "synthetic": {"gan": gan}}}
+    with pytest.raises(SpecError, match=message):
+        load_spec(write_study(tmp_path, dataset, definitions=definitions))
+
+
+def test_missing_synthetic_dataset_is_rejected_at_load(tmp_path):
+    dataset = make_msd_dataset(tmp_path / "Synthetic")
+    definitions = {"rigid+synthetic": {"augmentation": "rigid", "synthetic": {"dataset": "does-not-exist"}}}
+    with pytest.raises(SpecError, match=r"definitions\.rigid\+synthetic\.synthetic\.dataset: .*does-not-exist is not a synthetic dataset"):
+        load_spec(write_study(tmp_path, dataset, definitions=definitions))
