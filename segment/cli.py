@@ -234,7 +234,7 @@ def predict_command(
     if output.resolve() in input_folders:
         raise DataError(f"output {output} is the folder of the input images; predictions would replace them, so choose another output folder")
     if png_input and net.spatial_dims != 2:
-        raise DataError(f"{checkpoint} is a {net.spatial_dims}D model and {source} holds 2D PNG images; use a model trained on 2D images")
+        raise DataError(f"{checkpoint} is a {net.spatial_dims}D model and {source} contains 2D PNG images; use a model trained on 2D images")
     output_format = output_format or ("png" if png_input else "nifti")
     if output_format not in ("nifti", "png"):
         raise DataError(f"--format must be nifti or png, got {output_format!r}")

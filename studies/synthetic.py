@@ -40,7 +40,7 @@ class _Strict(BaseModel):
 
 
 class GanTrainingSpec(_Strict):
-    """How the per-run conditional GAN is trained (see ``gan.training.train_conditional``)."""
+    """Training settings of the per-run conditional GAN (see ``gan.training.train_conditional``)."""
 
     steps: int = Field(600, gt=0)
     batch_size: int = Field(16, gt=0)
@@ -188,11 +188,11 @@ def prepare_synthetic_cases(
     _check_leakage(manifest, folder, val_ids)
     synthetic = MSDDataset(folder)
     ids = [case.case_id for case in synthetic.cases]
-    wanted = mix_count(len(train_ids), spec.ratio)
+    needed = mix_count(len(train_ids), spec.ratio)
     order = np.random.default_rng(seed).permutation(len(ids))
-    chosen = [ids[order[i % len(ids)]] for i in range(wanted)]
-    if wanted > len(ids):
-        logger.warning("ratio %.2f asks for %d synthetic cases but %s holds %d; cases repeat", spec.ratio, wanted, folder, len(ids))
+    chosen = [ids[order[i % len(ids)]] for i in range(needed)]
+    if needed > len(ids):
+        logger.warning("ratio %.2f needs %d synthetic cases but %s contains %d, so cases repeat", spec.ratio, needed, folder, len(ids))
     loaded = {case_id: synthetic.load(case_id) for case_id in dict.fromkeys(chosen)}
-    logger.info("adding %d synthetic cases from %s to %d real training cases", wanted, folder, len(train_ids))
+    logger.info("adding %d synthetic cases from %s to %d real training cases", needed, folder, len(train_ids))
     return [loaded[case_id] for case_id in chosen]

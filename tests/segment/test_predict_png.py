@@ -208,4 +208,5 @@ def test_3d_model_on_png_images_is_named(tmp_path):
     result = CliRunner().invoke(app, ["predict", str(checkpoint), str(root / "images"), str(tmp_path / "pred"), "--spacing-csv", str(root / "spacing.csv")])
 
     assert isinstance(result.exception, DataError)
-    assert "is a 3D model" in str(result.exception) and "2D PNG images" in str(result.exception)
+    assert "is a 3D model" in str(result.exception)
+    assert "2D PNG images" in str(result.exception)

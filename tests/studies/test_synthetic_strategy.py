@@ -72,7 +72,7 @@ def test_inline_augmentation_definition_builds_its_strategy(tmp_path):
     assert "synthetic" not in flips.config
 
 
-def test_bad_inline_augmentation_is_rejected_with_the_strategy_position(tmp_path):
+def test_bad_inline_augmentation_rejected(tmp_path):
     dataset = make_msd_dataset(tmp_path / "Synthetic")
     inline = {"transforms": [{"flipp": {}}]}
     path = write_study(tmp_path, dataset, strategies=["none", "flips"], definitions={"flips": {"augmentation": inline}})
@@ -88,14 +88,14 @@ def _fake_export(folder: Path, trained_on: list[str], sources: list[str]) -> Pat
     return folder
 
 
-def test_given_dataset_whose_generator_saw_a_validation_case_is_refused(tmp_path):
+def test_dataset_generator_saw_validation_case(tmp_path):
     export = _fake_export(tmp_path / "export", trained_on=["a", "v1"], sources=["a", "a"])
     spec = SyntheticSpec(dataset=str(export))
     with pytest.raises(DataError, match="validation cases of this run \\(v1\\)"):
         prepare_synthetic_cases(spec, dataset_folder=tmp_path, train_ids=["a"], val_ids=["v1"], seed=0, study_dir=tmp_path)
 
 
-def test_given_dataset_generated_from_a_validation_label_map_is_refused(tmp_path):
+def test_dataset_from_validation_label_map(tmp_path):
     export = _fake_export(tmp_path / "export", trained_on=["a"], sources=["a", "v2"])
     spec = SyntheticSpec(dataset=str(export))
     with pytest.raises(DataError, match="v2"):
@@ -117,7 +117,7 @@ def test_clean_given_dataset_gives_the_ratio_of_cases(tmp_path):
 
 
 @pytest.mark.slow
-def test_synthetic_study_trains_a_gan_on_training_cases_only(tmp_path):
+def test_synthetic_study_gan_training_cases(tmp_path):
     torch.set_num_threads(1)
     dataset = make_msd_dataset(tmp_path / "Synthetic", n_cases=4, shape=(12, 14, 10))
     path = write_study(tmp_path, dataset)
@@ -129,7 +129,8 @@ def test_synthetic_study_trains_a_gan_on_training_cases_only(tmp_path):
     synthetic_run = next(run for run in expand_runs(spec, path) if run.strategy == "rigid+synthetic")
     config = json.loads((study_dir / synthetic_run.run_id / "config.json").read_text())
     metrics = json.loads((study_dir / synthetic_run.run_id / "metrics.json").read_text())
-    assert metrics["train_cases"] == 2 and metrics["synthetic_cases"] == 2
+    assert metrics["train_cases"] == 2
+    assert metrics["synthetic_cases"] == 2
 
     (gan_folder,) = (study_dir / "synthetic").iterdir()
     manifest = json.loads((gan_folder / "dataset" / "manifest.json").read_text())
